@@ -1,0 +1,64 @@
+"""pupsnr_dask: how much image quality survives at each depth of a U-Net, at dataset scale."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("pupsnr-dask")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0+unknown"
+
+from pupsnr_dask.cluster import compute, connect
+from pupsnr_dask.experiment import (
+    SCALES,
+    VARIANTS,
+    build_psnr_cube,
+    run,
+    select_split,
+    summarize,
+)
+from pupsnr_dask.ingest import color_score, ingest, load_resized
+from pupsnr_dask.metrics import mse_kernel, psnr_from_mse, psnr_kernel, pu_mse_kernel
+from pupsnr_dask.schema import StoreError, open_store
+from pupsnr_dask.transforms import gray, gray_kernel, mosaic, mosaic_kernel, pu, pu_kernel
+
+
+def open_images(store: str, **storage_options: object) -> xr.Dataset:  # noqa: F821
+    """Open an images store lazily (see :mod:`pupsnr_dask.schema`)."""
+    return open_store(store, "images", storage_options=storage_options or None)
+
+
+def open_results(store: str, **storage_options: object) -> xr.Dataset:  # noqa: F821
+    """Open a PSNR results store lazily (see :mod:`pupsnr_dask.schema`)."""
+    return open_store(store, "psnr", storage_options=storage_options or None)
+
+
+__all__ = [
+    "SCALES",
+    "VARIANTS",
+    "StoreError",
+    "__version__",
+    "build_psnr_cube",
+    "color_score",
+    "compute",
+    "connect",
+    "gray",
+    "gray_kernel",
+    "ingest",
+    "load_resized",
+    "mosaic",
+    "mosaic_kernel",
+    "mse_kernel",
+    "open_images",
+    "open_results",
+    "open_store",
+    "psnr_from_mse",
+    "psnr_kernel",
+    "pu",
+    "pu_kernel",
+    "pu_mse_kernel",
+    "run",
+    "select_split",
+    "summarize",
+]

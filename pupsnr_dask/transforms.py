@@ -1,0 +1,191 @@
+"""Image transforms: NumPy kernels and their lazy, block-wise Dask wrappers.
+
+Every kernel takes and returns a batch of whole images, shape ``(n, size, size, 3)``; every
+lazy wrapper is one ``map_blocks`` over a Dask array chunked along the image axis only, so a
+chunk is a handful of tasks whatever the scale.
+
+The PU transform at scale ``s`` (average-Pool, then Upsample by nearest neighbour)::
+
+    a a b b              A A B B       A = mean(a-block), B = mean(b-block), ...
+    a a b b   pool s=2   A A B B
+    c c d d  --------->  C C D D       each s x s block replaced by its mean
+    c c d d              C C D D
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from PIL import Image, ImageFilter
+
+MOSAIC_SCALE = 16
+MOSAIC_BLUR_RADIUS = 4
+
+
+def check_scale(scale: int, size: int) -> None:
+    """Raise ValueError unless ``scale`` is a positive integer dividing ``size``."""
+    if isinstance(scale, bool) or not isinstance(scale, int | np.integer):
+        raise TypeError(f"scale must be an int, got {type(scale).__name__}")
+    if scale < 1 or size % scale:
+        raise ValueError(
+            f"scale must be a positive divisor of the image size {size}, got {scale!r}"
+        )
+
+
+def block_mean(images: np.ndarray, scale: int) -> np.ndarray:
+    """Average-pool non-overlapping ``scale x scale`` blocks of each channel.
+
+    Parameters
+    ----------
+    images : np.ndarray
+        Shape ``(n, h, w, c)``, any real dtype; ``h`` and ``w`` divisible by ``scale``.
+    scale : int
+        Block side in pixels.
+
+    Returns
+    -------
+    np.ndarray
+        Shape ``(n, h // scale, w // scale, c)``, float64, not rounded.
+
+    Examples
+    --------
+    >>> img = np.arange(16, dtype=np.uint8).reshape(1, 4, 4, 1)
+    >>> block_mean(img, 2)[0, :, :, 0]
+    array([[ 2.5,  4.5],
+           [10.5, 12.5]])
+    """
+    n, h, w, c = images.shape
+    check_scale(scale, h)
+    check_scale(scale, w)
+    blocks = images.reshape(n, h // scale, scale, w // scale, scale, c)
+    # Block sums of integers are exact in float64, and scale**2 is a power of two for the
+    # usual scales, so these means are exact: nothing depends on summation order.
+    return blocks.sum(axis=(2, 4), dtype=np.float64) / float(scale * scale)
+
+
+def upsample_nearest(pooled: np.ndarray, scale: int) -> np.ndarray:
+    """Repeat each pixel ``scale x scale`` times: ``(n, h, w, c) -> (n, h*s, w*s, c)``."""
+    n, h, w, c = pooled.shape
+    grid = np.broadcast_to(pooled[:, :, None, :, None, :], (n, h, scale, w, scale, c))
+    return grid.reshape(n, h * scale, w * scale, c)
+
+
+def pu_kernel(images: np.ndarray, scale: int) -> np.ndarray:
+    """PU transform of a batch: average-pool by ``scale``, nearest-neighbour back up.
+
+    Parameters
+    ----------
+    images : np.ndarray
+        Shape ``(n, h, w, c)``, any real dtype.
+    scale : int
+        Pooling factor, a divisor of ``h`` and ``w``; 1 is the identity (as float64).
+
+    Returns
+    -------
+    np.ndarray
+        Same shape as ``images``, float64, not rounded.
+
+    Examples
+    --------
+    >>> img = np.array([[0, 2], [4, 6]], dtype=np.uint8).reshape(1, 2, 2, 1)
+    >>> pu_kernel(img, 2)[0, :, :, 0]
+    array([[3., 3.],
+           [3., 3.]])
+    """
+    return upsample_nearest(block_mean(images, scale), scale)
+
+
+def gray_kernel(images: np.ndarray) -> np.ndarray:
+    """Grayscale by Pillow's ``convert("L")`` (ITU-R 601-2 luma), kept as 3 equal channels.
+
+    Parameters
+    ----------
+    images : np.ndarray
+        Shape ``(n, h, w, 3)``, uint8 RGB.
+
+    Returns
+    -------
+    np.ndarray
+        Shape ``(n, h, w, 3)``, uint8.
+    """
+    out = np.empty_like(images)
+    for i, img in enumerate(images):
+        luma = np.asarray(Image.fromarray(img, mode="RGB").convert("L"))
+        out[i] = luma[:, :, None]
+    return out
+
+
+def mosaic_kernel(images: np.ndarray) -> np.ndarray:
+    """Mosaic: PU at scale 16 rounded to uint8, then Pillow ``GaussianBlur(radius=4)``.
+
+    Rounding is to the nearest integer, ties to even (``np.rint``).
+
+    Parameters
+    ----------
+    images : np.ndarray
+        Shape ``(n, h, w, 3)``, uint8 RGB, ``h`` and ``w`` divisible by 16.
+
+    Returns
+    -------
+    np.ndarray
+        Shape ``(n, h, w, 3)``, uint8.
+    """
+    pooled = np.rint(pu_kernel(images, MOSAIC_SCALE)).astype(np.uint8)
+    blur = ImageFilter.GaussianBlur(radius=MOSAIC_BLUR_RADIUS)
+    out = np.empty_like(images)
+    for i, img in enumerate(pooled):
+        out[i] = np.asarray(Image.fromarray(img, mode="RGB").filter(blur))
+    return out
+
+
+def true_kernel(images: np.ndarray) -> np.ndarray:
+    """The ``true`` variant: img_true itself."""
+    return images
+
+
+def _check_lazy(images: da.Array) -> None:
+    if not isinstance(images, da.Array):
+        raise TypeError(f"images must be a dask array, got {type(images).__name__}")
+    if images.ndim != 4 or any(len(c) != 1 for c in images.chunks[1:]):
+        raise ValueError(
+            "images must be 4-D (image, y, x, channel) and chunked along the image axis only, "
+            f"got chunks {images.chunks}"
+        )
+
+
+def pu(images: da.Array, scale: int) -> da.Array:
+    """Lazy PU transform, one task per chunk; see :func:`pu_kernel`.
+
+    Parameters
+    ----------
+    images : dask.array.Array
+        Shape ``(n, h, w, c)``, chunked along the image axis only.
+    scale : int
+        Divisor of ``h``.
+
+    Returns
+    -------
+    dask.array.Array
+        Same shape and chunks, float64, lazy.
+    """
+    _check_lazy(images)
+    check_scale(scale, images.shape[1])
+    return images.map_blocks(
+        pu_kernel, scale, dtype=np.float64, name=f"pupsnr-pu{scale}-{tokenize(images, scale)}"
+    )
+
+
+def gray(images: da.Array) -> da.Array:
+    """Lazy gray variant, one task per chunk; see :func:`gray_kernel`."""
+    _check_lazy(images)
+    return images.map_blocks(gray_kernel, dtype=np.uint8, name=f"pupsnr-gray-{tokenize(images)}")
+
+
+def mosaic(images: da.Array) -> da.Array:
+    """Lazy mosaic variant, one task per chunk; see :func:`mosaic_kernel`."""
+    _check_lazy(images)
+    check_scale(MOSAIC_SCALE, images.shape[1])
+    return images.map_blocks(
+        mosaic_kernel, dtype=np.uint8, name=f"pupsnr-mosaic-{tokenize(images)}"
+    )

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+from conftest import random_photo, write_image
+
+from pupsnr_dask.cli import main
+
+
+@pytest.fixture()
+def small_src(tmp_path):
+    rng = np.random.default_rng(7)
+    for i in range(5):
+        write_image(tmp_path / "src" / f"sub/img{i}.png", random_photo(rng, 70, 90))
+    write_image(tmp_path / "src" / "gray.png", random_photo(rng, 70, 90)[..., 0])
+    return tmp_path / "src"
+
+
+def test_ingest_run_report_end_to_end(small_src, tmp_path, capsys):
+    store, results = tmp_path / "d.zarr", tmp_path / "p.zarr"
+    assert (
+        main(["ingest", str(small_src), "-o", str(store), "--n-workers", "1", "-q", "--size", "64"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "6 files, 5 colour images" in out and "rejected 1: not colour" in out
+    assert (
+        main(["run", str(store), "-o", str(results), "--scales", "1,2,4", "--n-workers", "1", "-q"])
+        == 0
+    )
+    ds = xr.open_zarr(results)
+    assert list(ds["scale"].values) == [1, 2, 4]
+    assert list(ds["resolution"].values) == [64, 32, 16]
+    capsys.readouterr()
+    assert main(["report", str(results)]) == 0
+    text = capsys.readouterr().out
+    assert "Mean PSNR (dB)" in text and "—" in text and "5 images" in text
+    assert main(["report", str(results), "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = {(r["variant"], r["scale"]): r for r in data["rows"]}
+    assert rows["true", 1]["mean_psnr_db"] is None and rows["true", 1]["n_infinite"] == 5
+    expected = float(ds["psnr"].sel(variant="gray", scale=2).mean())
+    assert rows["gray", 2]["mean_psnr_db"] == pytest.approx(expected)
+    assert main(["report", str(results), "--format", "csv"]) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(table) == 9 and float(table[0]["mean_psnr_db"]) == float("inf")
+    assert main(["report", str(results), "--format", "markdown"]) == 0
+    assert "| scale | resolution | true | gray | mosaic |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ingest", "{tmp}/missing", "-o", "{tmp}/x.zarr"], "does not exist"),
+        (["ingest", "{tmp}/emptydir", "-o", "{tmp}/x.zarr"], "contains no files"),
+        (["ingest", "{src}", "-o", "{tmp}/exists"], "already exists"),
+        (["ingest", "{src}", "-o", "{tmp}/x.zarr", "--size", "100"], "multiple of 16"),
+        (["run", "{tmp}/missing.zarr", "-o", "{tmp}/r.zarr"], "no store"),
+        (["run", "{tmp}/exists", "-o", "{tmp}/r.zarr"], "not a readable Zarr store"),
+        (["run", "{tmp}/foreign.zarr", "-o", "{tmp}/r.zarr"], "not a pupsnr store"),
+        (["report", "{tmp}/foreign.zarr"], "not a pupsnr store"),
+        (["run", "{store}", "-o", "{tmp}/r.zarr", "--scales", "1,3"], "positive divisor"),
+        (["run", "{store}", "-o", "{tmp}/r.zarr", "--variants", "sepia"], "variant must be one of"),
+        (["run", "{store}", "-o", "{tmp}/r.zarr", "--scales", "x"], "Invalid value"),
+        (["report", "{store}"], "pupsnr 'images' store; expected a pupsnr 'psnr'"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_2(args, message, tmp_path, small_src, images_store, capsys):
+    (tmp_path / "emptydir").mkdir()
+    (tmp_path / "exists").mkdir()
+    xr.Dataset({"a": ("x", [1, 2])}).to_zarr(tmp_path / "foreign.zarr", consolidated=False)
+    argv = [a.format(tmp=tmp_path, src=small_src, store=images_store) for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_help_and_version(capsys):
+    assert main(["--help"]) == 0
+    assert "ingest" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+    assert "pupsnr" in capsys.readouterr().out
+
+
+def test_demo_console_script_end_to_end(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pupsnr_dask",
+            "demo",
+            "--workdir",
+            str(tmp_path),
+            "--n-workers",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "colour images stored" in proc.stdout
+    assert "Mean PSNR (dB)" in proc.stdout
+    assert "dashboard http://127.0.0.1:" in proc.stderr
+    ds = xr.open_zarr(tmp_path / "psnr.zarr")
+    assert ds.sizes["image"] >= 10
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import dask
+import numpy as np
+import pytest
+import reference
+import xarray as xr
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from pupsnr_dask import build_psnr_cube, open_images, open_results, run, summarize
+from pupsnr_dask.experiment import SCALES, VARIANTS
+from pupsnr_dask.metrics import psnr_from_mse
+
+
+def _images_dataset(pixels: np.ndarray, chunk: int) -> xr.Dataset:
+    import dask.array as da
+
+    n = len(pixels)
+    return xr.Dataset(
+        {
+            "images": (
+                ("image", "y", "x", "channel"),
+                da.from_array(pixels, chunks=(chunk, -1, -1, -1)),
+            )
+        },
+        coords={
+            "image": np.arange(n),
+            "source": ("image", [f"{i}.png" for i in range(n)]),
+            "color_score": ("image", np.zeros(n)),
+            "split": ("image", ["train"] * n),
+            "original_width": ("image", np.full(n, 64)),
+            "original_height": ("image", np.full(n, 64)),
+        },
+        attrs={"pupsnr_kind": "images"},
+    )
+
+
+def test_results_layout(results_store):
+    ds = xr.open_zarr(results_store)
+    for var in ("psnr", "mse"):
+        assert ds[var].dims == ("image", "variant", "scale")
+        assert ds[var].dtype == np.float64
+    assert list(ds["variant"].values) == ["true", "gray", "mosaic"]
+    assert list(ds["scale"].values) == [1, 2, 4, 8, 16, 32]
+    assert list(ds["resolution"].values) == [256, 128, 64, 32, 16, 8]
+    assert ds["source"].dims == ("image",) and ds["split"].dims == ("image",)
+    assert ds.attrs["data_range"] == 255 and "+inf" in ds.attrs["psnr_definition"]
+    assert ds["psnr"].attrs["units"] == "dB"
+    open_results(str(results_store))
+
+
+def test_cube_equals_the_reference_loop_on_real_photos(results_store, sample_dir):
+    ds = xr.open_zarr(results_store).load()
+    for i, source in enumerate(ds["source"].values):
+        img = reference.img_true(reference.load_rgb(sample_dir / source))
+        expected = reference.psnr_table(img)
+        for (variant, scale), value in expected.items():
+            got = float(ds["psnr"].sel(variant=variant, scale=scale).values[i])
+            if np.isinf(value):
+                assert np.isposinf(got)
+            else:
+                assert abs(got - value) < 1e-9, (source, variant, scale)
+
+
+def test_literal_method_agrees_and_results_do_not_depend_on_chunking(images_store):
+    images = open_images(str(images_store))
+    base = build_psnr_cube(images).compute(scheduler="sync")
+    literal = build_psnr_cube(images, method="literal").compute(scheduler="threads")
+    finite = np.isfinite(base["psnr"].values)
+    assert np.array_equal(finite, np.isfinite(literal["psnr"].values))
+    assert np.max(np.abs(base["psnr"].values[finite] - literal["psnr"].values[finite])) < 1e-9
+    pixels = images["images"].values
+    for chunk in (1, 3, len(pixels)):
+        other = build_psnr_cube(_images_dataset(pixels, chunk)).compute(scheduler="threads")
+        assert other["psnr"].values.tobytes() == base["psnr"].values.tobytes()
+        assert other["mse"].values.tobytes() == base["mse"].values.tobytes()
+
+
+@given(
+    arrays(np.uint8, st.tuples(st.integers(1, 4), st.just(64), st.just(64), st.just(3))),
+    st.integers(1, 3),
+)
+def test_random_images_match_the_reference(pixels, chunk):
+    scales = (1, 2, 4, 16)
+    cube = build_psnr_cube(_images_dataset(pixels, chunk), scales=scales).compute(scheduler="sync")
+    for i, img in enumerate(pixels):
+        expected = reference.psnr_table(img, scales)
+        for (variant, scale), value in expected.items():
+            got = float(cube["psnr"].sel(variant=variant, scale=scale).values[i])
+            assert got == value or abs(got - value) < 1e-9
+
+
+def test_graph_has_a_few_tasks_per_chunk(images_store):
+    images = open_images(str(images_store))
+    cube = build_psnr_cube(images)
+    n_chunks = images["images"].data.numblocks[0]
+    tasks = len(dict(cube["psnr"].data.__dask_graph__()))
+    assert tasks <= 4 * n_chunks
+
+
+def test_bad_selection_is_refused(images_store):
+    images = open_images(str(images_store))
+    with pytest.raises(ValueError, match="variant must be one of"):
+        build_psnr_cube(images, variants=["sepia"])
+    with pytest.raises(ValueError, match="positive divisor of the image size 256"):
+        build_psnr_cube(images, scales=[3])
+    with pytest.raises(ValueError, match="method must be one of"):
+        build_psnr_cube(images, method="fast")
+
+
+def test_summary_matches_numpy(results_store):
+    ds = xr.open_zarr(results_store)
+    summary = summarize(ds)
+    psnr = ds["psnr"].values
+    mse = ds["mse"].values
+    n = psnr.shape[0]
+    assert int(summary["n_images"]) == n
+    for j in range(len(VARIANTS)):
+        for k in range(len(SCALES)):
+            col = psnr[:, j, k]
+            got = float(summary["mean_psnr_db"].values[j, k])
+            if np.isinf(col).any():
+                assert np.isposinf(got)
+            else:
+                assert got == pytest.approx(col.mean(), abs=1e-12)
+                assert float(summary["std_psnr_db"].values[j, k]) == pytest.approx(col.std(ddof=1))
+            assert float(summary["psnr_of_mean_mse_db"].values[j, k]) == pytest.approx(
+                float(psnr_from_mse(mse[:, j, k].mean())), abs=1e-12
+            )
+    # the shape SPEC.md tells to expect on any data set
+    true = summary["mean_psnr_db"].sel(variant="true").values[1:]
+    assert np.all(np.diff(true) < 0)
+    gray = summary["mean_psnr_db"].sel(variant="gray").values
+    assert np.all(gray[1:] < true)
+
+
+def test_split_selection(images_store, tmp_path):
+    results = tmp_path / "r.zarr"
+    with dask.config.set(scheduler="sync"):
+        run(str(images_store), str(results), variants=["true"], scales=[2], progress=False)
+    ds = open_results(str(results))
+    assert summarize(ds, "train")["n_images"] == ds.sizes["image"]
+    with pytest.raises(ValueError, match="no images in split 'test'"):
+        summarize(ds, "test")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        run(str(images_store), str(results), progress=False)
+
+
+def test_distributed_cluster_gives_bit_identical_results(
+    local_cluster, images_store, results_store, tmp_path
+):
+    out = tmp_path / "cluster.zarr"
+    with local_cluster.as_current():
+        run(str(images_store), str(out), progress=False)
+    a = xr.open_zarr(results_store).load()
+    b = xr.open_zarr(out).load()
+    assert a["psnr"].values.tobytes() == b["psnr"].values.tobytes()
+    assert a["mse"].values.tobytes() == b["mse"].values.tobytes()

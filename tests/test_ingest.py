@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+import math
+import warnings
+
+import dask
+import numpy as np
+import pytest
+import reference
+import xarray as xr
+from conftest import random_photo, write_image
+from PIL import Image
+
+from pupsnr_dask import ingest, open_images
+from pupsnr_dask.ingest import assign_split, color_score, decode_rgb, list_files, load_resized
+
+
+def test_store_layout(images_store):
+    ds = xr.open_zarr(images_store)
+    assert ds["images"].dims == ("image", "y", "x", "channel")
+    assert ds["images"].dtype == np.uint8
+    assert ds["images"].shape[1:] == (256, 256, 3)
+    assert ds["images"].encoding["chunks"] == (5, 256, 256, 3)
+    for coord in ("source", "color_score", "split", "original_width", "original_height"):
+        assert ds[coord].dims == ("image",)
+    assert set(ds["split"].values) == {"train"}
+    assert ds.attrs["pupsnr_kind"] == "images"
+    assert ds.attrs["size"] == 256 and ds.attrs["threshold"] == 0.995
+    assert "pupsnr_version" in ds.attrs
+    open_images(str(images_store))  # validates
+
+
+def test_store_equals_the_reference_loop(images_store, sample_dir):
+    ds = xr.open_zarr(images_store)
+    stored = dict(zip(ds["source"].values, range(ds.sizes["image"]), strict=True))
+    rejected = {r["source"]: r["reason"] for r in ds.attrs["rejected"]}
+    files = sorted(p for p in sample_dir.rglob("*") if p.is_file())
+    assert len(files) == len(stored) + len(rejected) == ds.attrs["n_files"]
+    for path in files:
+        rel = path.relative_to(sample_dir).as_posix()
+        rgb = reference.load_rgb(path)
+        colour, score = reference.is_colour(rgb)
+        if colour:
+            i = stored[rel]
+            np.testing.assert_array_equal(ds["images"][i].values, reference.img_true(rgb))
+            assert ds["color_score"].values[i] == pytest.approx(score, abs=1e-12)
+            assert (ds["original_width"].values[i], ds["original_height"].values[i]) == rgb.size
+        else:
+            assert rel in rejected and rejected[rel].startswith("not colour")
+    assert list(ds["source"].values) == sorted(stored)  # file order
+
+
+def test_sample_set_has_both_colour_and_gray_photos(images_store):
+    ds = xr.open_zarr(images_store)
+    assert ds.sizes["image"] >= 10
+    assert {"skimage/camera.png", "skimage/moon.png"} <= {r["source"] for r in ds.attrs["rejected"]}
+
+
+def test_color_score_matches_corrcoef(sample_dir):
+    for path in sorted(sample_dir.rglob("*.*")):
+        rgb = reference.load_rgb(path)
+        _, expected = reference.is_colour(rgb)
+        got = color_score(np.asarray(rgb))
+        if math.isnan(expected):
+            assert math.isnan(got)
+        else:
+            assert got == pytest.approx(expected, abs=1e-12)
+
+
+def test_gray_saved_as_rgb_is_rejected(tmp_path):
+    g = random_photo(np.random.default_rng(0), 40, 50)[..., :1].repeat(3, axis=2)
+    path = write_image(tmp_path / "g.png", g)
+    image, record = load_resized(str(path), "g.png", 256, 0.995)
+    assert image is None and record.reason.startswith("not colour")
+    assert record.color_score == pytest.approx(1.0)
+
+
+def test_constant_channel_is_rejected_without_nan_warning(tmp_path):
+    img = random_photo(np.random.default_rng(1), 30, 30)
+    img[..., 1] = 77
+    path = write_image(tmp_path / "c.png", img)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image, record = load_resized(str(path), "c.png", 256, 0.995)
+    assert image is None and "constant" in record.reason and math.isnan(record.color_score)
+
+
+@pytest.mark.parametrize(
+    ("mode", "ext", "kwargs"),
+    [
+        ("P", ".png", {}),
+        ("RGBA", ".png", {}),
+        ("CMYK", ".jpg", {"quality": 95}),
+        ("RGB", ".webp", {"lossless": True}),
+        ("RGB", ".bmp", {}),
+        ("RGB", ".tiff", {}),
+        ("P", ".gif", {}),
+    ],
+)
+def test_other_modes_are_converted_like_pillow_convert_rgb(tmp_path, mode, ext, kwargs):
+    rgb = Image.fromarray(random_photo(np.random.default_rng(2), 48, 64))
+    src = rgb.convert(mode) if mode != "P" else rgb.quantize(64)
+    path = tmp_path / f"img{ext}"
+    src.save(path, **kwargs)
+    image, record = load_resized(str(path), path.name, 32, 0.995)
+    assert record.accepted, record
+    expected = np.asarray(Image.open(path).convert("RGB").resize((32, 32), Image.LANCZOS))
+    np.testing.assert_array_equal(image, expected)
+    assert (record.width, record.height) == (64, 48)
+
+
+def test_16_bit_grayscale_png_is_rejected_as_not_colour(tmp_path):
+    arr = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(arr).save(path)
+    assert Image.open(path).mode.startswith("I")
+    image, record = load_resized(str(path), "deep.png", 32, 0.995)
+    assert image is None and record.reason.startswith("not colour")
+
+
+def test_first_frame_of_animated_gif(tmp_path):
+    rng = np.random.default_rng(3)
+    frames = [Image.fromarray(random_photo(rng, 32, 32)).quantize(32) for _ in range(3)]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    np.testing.assert_array_equal(
+        np.asarray(decode_rgb(str(path))), np.asarray(frames[0].convert("RGB"))
+    )
+
+
+def test_list_files_is_sorted_relative_posix(tmp_path):
+    for rel in ("b/z.png", "a.png", "b/a b.jpg", "c/d/e.gif"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    assert list_files(str(tmp_path)) == ["a.png", "b/a b.jpg", "b/z.png", "c/d/e.gif"]
+
+
+def test_split_is_deterministic_and_sized():
+    sources = [f"img{i:03d}.png" for i in range(50)]
+    a = assign_split(sources, 7)
+    assert (a == "test").sum() == 7
+    assert np.array_equal(a, assign_split(list(sources), 7))
+    with pytest.raises(ValueError, match="test_count"):
+        assign_split(sources, 51)
+
+
+def test_rejections_are_listed_and_ingest_is_parallel_safe(tmp_path):
+    rng = np.random.default_rng(4)
+    src = tmp_path / "src"
+    for i in range(9):
+        write_image(src / f"c{i}.png", random_photo(rng, 40 + i, 50))
+    write_image(src / "gray.png", random_photo(rng, 40, 40)[..., 0])
+    (src / "broken.jpg").write_bytes(b"not a jpeg at all")
+    (src / "notes.txt").write_text("hello")
+    stores = []
+    for chunk, scheduler in ((2, "threads"), (4, "processes"), (32, "sync")):
+        store = tmp_path / f"s{chunk}.zarr"
+        with dask.config.set(scheduler=scheduler):
+            summary = ingest(str(src), str(store), chunk_size=chunk, test_count=3, progress=False)
+        assert (summary.n_files, summary.n_images) == (12, 9)
+        stores.append(xr.open_zarr(store).load())
+        assert not (tmp_path / f"s{chunk}.zarr.partial").exists()
+    reasons = {r["source"]: r["reason"] for r in stores[0].attrs["rejected"]}
+    assert reasons["gray.png"].startswith("not colour")
+    assert reasons["broken.jpg"].startswith("cannot decode")
+    assert reasons["notes.txt"] == "not an image file extension"
+    for other in stores[1:]:
+        xr.testing.assert_identical(stores[0].drop_attrs(), other.drop_attrs())
+    assert (stores[0]["split"] == "test").sum() == 3
+
+
+def test_refuses_existing_store_missing_and_empty_src(tmp_path, sample_dir):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ingest(str(tmp_path / "nope"), str(tmp_path / "x.zarr"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="contains no files"):
+        ingest(str(tmp_path / "empty"), str(tmp_path / "x.zarr"))
+    (tmp_path / "exists.zarr").mkdir()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        ingest(str(sample_dir), str(tmp_path / "exists.zarr"))
+    gray_only = tmp_path / "grays"
+    write_image(gray_only / "g.png", np.zeros((20, 20), np.uint8))
+    with pytest.raises(ValueError, match="no colour images"):
+        ingest(str(gray_only), str(tmp_path / "y.zarr"), progress=False)
