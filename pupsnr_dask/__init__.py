@@ -9,6 +9,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0+unknown"
 
+from pupsnr_dask.advise import advise
 from pupsnr_dask.cluster import compute, connect
 from pupsnr_dask.experiment import (
     SCALES,
@@ -20,6 +21,7 @@ from pupsnr_dask.experiment import (
 )
 from pupsnr_dask.ingest import color_score, ingest, load_resized
 from pupsnr_dask.metrics import mse_kernel, psnr_from_mse, psnr_kernel, pu_mse_kernel
+from pupsnr_dask.query import by_split, extremes, pu_grid, summary_table, with_image_coords
 from pupsnr_dask.schema import StoreError, open_store
 from pupsnr_dask.transforms import gray, gray_kernel, mosaic, mosaic_kernel, pu, pu_kernel
 
@@ -39,10 +41,13 @@ __all__ = [
     "VARIANTS",
     "StoreError",
     "__version__",
+    "advise",
     "build_psnr_cube",
+    "by_split",
     "color_score",
     "compute",
     "connect",
+    "extremes",
     "gray",
     "gray_kernel",
     "ingest",
@@ -56,9 +61,12 @@ __all__ = [
     "psnr_from_mse",
     "psnr_kernel",
     "pu",
+    "pu_grid",
     "pu_kernel",
     "pu_mse_kernel",
     "run",
     "select_split",
     "summarize",
+    "summary_table",
+    "with_image_coords",
 ]

@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from pupsnr_dask import experiment, report, schema
-from pupsnr_dask.cluster import SCHEDULER_ENV, connect
+from pupsnr_dask import experiment, report, schema, verify
+from pupsnr_dask.cluster import DEFAULT_TIMEOUT, SCHEDULER_ENV, TLS_ENV, connect
 from pupsnr_dask.ingest import DEFAULT_CHUNK_SIZE, DEFAULT_SIZE, DEFAULT_THRESHOLD, ingest
 
 USER_ERRORS = (
@@ -39,8 +39,64 @@ def _csv_list(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Para
     return parse
 
 
+STORAGE_OPTIONS_ENV = "PUPSNR_STORAGE_OPTIONS"
+_CONNECT_META = "pupsnr.connect"
+
+
+def _connect_option(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """Keep a connection setting for :func:`_cluster` (not passed to the command itself)."""
+    ctx.meta.setdefault(_CONNECT_META, {})[param.name] = value
+
+
+def _storage_options(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> schema.StorageOptions | None:
+    try:
+        return schema.parse_storage_options(value)
+    except ValueError as err:  # one line, exit 2 (see main), and the value is not repeated
+        raise ValueError(f"--storage-options: {err}") from None
+
+
+def storage_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``--storage-options`` option of the commands that read or write stores."""
+    return click.option(
+        "--storage-options",
+        envvar=STORAGE_OPTIONS_ENV,
+        default=None,
+        metavar="JSON",
+        callback=_storage_options,
+        help="fsspec options for fsspec URLs such as s3://bucket/data.zarr, as a JSON object, "
+        f'e.g. {{"endpoint_url": "http://127.0.0.1:9000"}} (or ${STORAGE_OPTIONS_ENV}). '
+        "Credentials are best left to the environment (AWS_ACCESS_KEY_ID, ...); they are never "
+        "written to stores or shown.",
+    )(f)
+
+
 def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by the commands that compute on a Dask cluster."""
+    for name, what in (
+        ("tls_key", "private key of --tls-cert"),
+        ("tls_cert", "certificate of this client"),
+        ("tls_ca_file", "certificate authority"),
+    ):
+        f = click.option(
+            "--" + name.replace("_", "-"),
+            default=None,  # connect() reads $PUPSNR_TLS_*, for tls:// addresses only
+            metavar="PEM",
+            expose_value=False,
+            callback=_connect_option,
+            help=f"For a tls:// scheduler: {what} (or ${TLS_ENV[name]}).",
+        )(f)
+    f = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=DEFAULT_TIMEOUT,
+        show_default=True,
+        expose_value=False,
+        callback=_connect_option,
+        help="Seconds to wait for an existing scheduler to answer before failing. A scheduler "
+        "lost during a run fails the run at once, with an error.",
+    )(f)
     f = click.option("--quiet", "-q", is_flag=True, help="No progress bars or dashboard link.")(f)
     f = click.option(
         "--n-workers",
@@ -61,7 +117,8 @@ def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 @contextlib.contextmanager
 def _cluster(scheduler: str | None, n_workers: int | None, quiet: bool) -> Iterator[None]:
-    with connect(scheduler, n_workers=n_workers, quiet=quiet):
+    settings = click.get_current_context().meta.get(_CONNECT_META, {})
+    with connect(scheduler, n_workers=n_workers, quiet=quiet, **settings):
         yield
 
 
@@ -113,7 +170,13 @@ def cli() -> None:
     show_default=True,
     help="Images per Zarr chunk and per task.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace STORE if it exists.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Discard STORE and any interrupted ingest into it, and start again. Without it, an "
+    "interrupted ingest is resumed and a finished STORE gets only the files new in SRC.",
+)
+@storage_option
 @cluster_options
 def ingest_cmd(
     src: str,
@@ -123,6 +186,7 @@ def ingest_cmd(
     test_count: int,
     chunk_size: int,
     overwrite: bool,
+    storage_options: schema.StorageOptions | None,
     scheduler: str | None,
     n_workers: int | None,
     quiet: bool,
@@ -137,6 +201,7 @@ def ingest_cmd(
             test_count=test_count,
             chunk_size=chunk_size,
             overwrite=overwrite,
+            storage_options=storage_options,
             progress=False if quiet else None,
         )
     click.echo("\n".join(summary.lines()))
@@ -173,7 +238,13 @@ def ingest_cmd(
     show_default=True,
     help="'literal' upsamples and subtracts (the reference).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace RESULTS if it exists.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Discard RESULTS and any interrupted run into it, and compute again. Without it, an "
+    "interrupted run is resumed and complete RESULTS are left as they are.",
+)
+@storage_option
 @cluster_options
 def run_cmd(
     store: str,
@@ -182,12 +253,13 @@ def run_cmd(
     scales: tuple[int, ...],
     method: experiment.Method,
     overwrite: bool,
+    storage_options: schema.StorageOptions | None,
     scheduler: str | None,
     n_workers: int | None,
     quiet: bool,
 ) -> None:
     """Compute PSNR by image x variant x scale for an ingested STORE."""
-    images = schema.open_store(store, "images")
+    images = schema.open_store(store, "images", storage_options=storage_options)
     experiment.check_selection(variants, scales, images.sizes[schema.Y])
     with _cluster(scheduler, n_workers, quiet):
         ds = experiment.run(
@@ -197,11 +269,13 @@ def run_cmd(
             scales=scales,
             method=method,
             overwrite=overwrite,
+            storage_options=storage_options,
             progress=False if quiet else None,
+            notify=click.echo,
         )
     click.echo(
         f"PSNR of {ds.sizes[schema.IMAGE]} images x {ds.sizes[schema.VARIANT]} variants "
-        f"x {ds.sizes[schema.SCALE]} scales written to {results}"
+        f"x {ds.sizes[schema.SCALE]} scales in {results}"
     )
 
 
@@ -217,10 +291,306 @@ def run_cmd(
     show_default=True,
     help="Which images to summarise.",
 )
-def report_cmd(results: str, fmt: report.Format, split: experiment.Split) -> None:
+@click.option(
+    "--plot",
+    "plot_file",
+    default=None,
+    metavar="FILE.png",
+    help="Also draw PSNR against scale, with its spread, to FILE.png (needs matplotlib).",
+)
+@click.option(
+    "--html",
+    "html_file",
+    default=None,
+    metavar="FILE.html",
+    help="Also write one self-contained HTML page: tables, plots, best and worst images with "
+    "their PU grids, provenance.",
+)
+@click.option(
+    "--images",
+    default=None,
+    metavar="STORE",
+    help="Images store for the thumbnails and grids of --html [default: the one recorded in "
+    "RESULTS].",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Images with the lowest and the highest PSNR shown per variant and scale in --html.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@storage_option
+def report_cmd(
+    results: str,
+    fmt: report.Format,
+    split: experiment.Split,
+    plot_file: str | None,
+    html_file: str | None,
+    images: str | None,
+    top: int,
+    quiet: bool,
+    storage_options: schema.StorageOptions | None,
+) -> None:
     """Print mean PSNR by variant x scale (SPEC.md's table), with counts and spread."""
-    ds = schema.open_store(results, "psnr")
+    from pupsnr_dask import html_report, plots
+
+    if images is not None and html_file is None:
+        raise click.UsageError("--images is used only with --html")
+    for out in (plot_file, html_file):
+        if out is not None and not Path(out).resolve().parent.is_dir():
+            raise FileNotFoundError(f"folder of {out!r} does not exist")
+    ds = schema.open_store(results, "psnr", storage_options=storage_options)
     click.echo(report.format_summary(experiment.summarize(ds, split), fmt))
+    progress = False if quiet else None
+    if plot_file is not None:
+        plots.save_figure(plots.plot_psnr(ds, split, progress=progress), plot_file)
+        click.echo(f"pupsnr: plot written to {plot_file}", err=True)
+    if html_file is not None:
+        _, note = html_report.write_html(
+            results,
+            html_file,
+            images=images,
+            split=split,
+            top=top,
+            storage_options=storage_options,
+            progress=progress,
+        )
+        click.echo(f"pupsnr: HTML report written to {html_file} ({note})", err=True)
+
+
+@cli.command("grid")
+@click.argument("store")
+@click.option(
+    "--image",
+    required=True,
+    metavar="SOURCE_OR_INDEX",
+    help="The image: its index, its source path, or the end of the path (coffee.png).",
+)
+@click.option("-o", "--output", required=True, metavar="FILE.png", help="Picture to write.")
+@click.option(
+    "--variants",
+    default=",".join(experiment.VARIANTS),
+    show_default=True,
+    callback=_csv_list(str),
+    help="Rows, comma-separated.",
+)
+@click.option(
+    "--scales",
+    default=",".join(map(str, experiment.SCALES)),
+    show_default=True,
+    callback=_csv_list(int),
+    help="Columns, comma-separated (scale 1, the original, always comes first).",
+)
+@click.option("--dpi", type=click.IntRange(20, 600), default=100, show_default=True)
+@storage_option
+def grid_cmd(
+    store: str,
+    image: str,
+    output: str,
+    variants: tuple[str, ...],
+    scales: tuple[int, ...],
+    dpi: int,
+    storage_options: schema.StorageOptions | None,
+) -> None:
+    """Draw the PU grid of one image of an ingested STORE.
+
+    Rows true / gray / mosaic, columns the original then each scale, the PSNR of each cell
+    against the true image in its title.
+    """
+    from pupsnr_dask import plots, query
+
+    plots.require_matplotlib()
+    ds = schema.open_store(store, "images", storage_options=storage_options)
+    grid = query.pu_grid(ds, image, variants, scales)
+    plots.save_figure(plots.grid_figure(grid), output, dpi=dpi)
+    where = f"image {grid.attrs['image']} ({grid.attrs['source']})"
+    click.echo(f"PU grid of {where} written to {output}")
+
+
+@cli.command("advise")
+@click.argument("results")
+@click.option(
+    "--predictions",
+    default=None,
+    metavar="PRED",
+    help="The model's outputs: a folder of images paired with the dataset by relative path "
+    "(a/b.jpg <- a/b.png also pairs), or a store laid out as an images store.",
+)
+@click.option(
+    "--output-psnr",
+    type=float,
+    default=None,
+    metavar="DB",
+    help="Instead of --predictions: the model's mean output PSNR, e.g. from a training log.",
+)
+@click.option(
+    "--variant",
+    type=click.Choice(tuple(experiment.VARIANTS)),
+    required=True,
+    help="The input the model sees (gray: colourisation, mosaic: mosaic removal).",
+)
+@click.option(
+    "--images",
+    default=None,
+    metavar="STORE",
+    help="Images store holding img_true [default: the one recorded in RESULTS].",
+)
+@click.option(
+    "--split",
+    type=click.Choice([*schema.SPLITS, "all"]),
+    default="all",
+    show_default=True,
+    help="Which images to compare on.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(report.FORMATS), default="text", show_default=True
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE.png",
+    help="Also draw the output PSNR against the p_i curve.",
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.95,
+    show_default=True,
+    help="Level of the t-intervals.",
+)
+@click.option(
+    "--margin",
+    "margin_db",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="dB by which the output must beat p_i to count.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Predictions per task.",
+)
+@storage_option
+@cluster_options
+def advise_cmd(
+    results: str,
+    predictions: str | None,
+    output_psnr: float | None,
+    variant: str,
+    images: str | None,
+    split: experiment.Split,
+    fmt: report.Format,
+    plot_path: str | None,
+    confidence: float,
+    margin_db: float,
+    batch_size: int,
+    storage_options: schema.StorageOptions | None,
+    scheduler: str | None,
+    n_workers: int | None,
+    quiet: bool,
+) -> None:
+    """Which U-Net depths does a model really use? Its output PSNR against p_i per depth."""
+    from pupsnr_dask.advise import (
+        advise,
+        check_plotting,
+        format_advice,
+        plan_advice,
+        plot_advice,
+        run_advice,
+    )
+
+    if (predictions is None) == (output_psnr is None):
+        raise click.UsageError("give exactly one of --predictions and --output-psnr")
+    if plot_path:
+        check_plotting()
+    if output_psnr is not None:
+        ds = advise(
+            results,
+            output_psnr=output_psnr,
+            variant=variant,
+            split=split,
+            margin_db=margin_db,
+            storage_options=storage_options,
+        )
+    else:  # check and pair everything before starting a cluster
+        plan = plan_advice(
+            results,
+            predictions,
+            variant=variant,
+            images=images,
+            split=split,
+            storage_options=storage_options,
+        )
+        with _cluster(scheduler, n_workers, quiet):
+            ds = run_advice(
+                plan,
+                confidence=confidence,
+                margin_db=margin_db,
+                batch_size=batch_size,
+                progress=False if quiet else None,
+            )
+    if fmt == "csv" and "matching_report" in ds.attrs:
+        click.echo("\n".join(ds.attrs["matching_report"]), err=True)
+    click.echo(format_advice(ds, fmt))
+    if plot_path:
+        plot_advice(ds, plot_path)
+        click.echo(f"plot written to {plot_path}", err=True)
+
+
+@cli.command("verify")
+@click.argument("store")
+@click.option(
+    "--images",
+    default=None,
+    metavar="STORE",
+    help="For a results store: its images store [default: the one recorded in it].",
+)
+@click.option(
+    "--recompute",
+    default=str(verify.DEFAULT_RECOMPUTE),
+    show_default=True,
+    metavar="N|all",
+    help="For a results store: image chunks recomputed and compared exactly.",
+)
+@storage_option
+@cluster_options
+def verify_cmd(
+    store: str,
+    images: str | None,
+    recompute: str,
+    storage_options: schema.StorageOptions | None,
+    scheduler: str | None,
+    n_workers: int | None,
+    quiet: bool,
+) -> int:
+    """Check STORE thoroughly; exit status 1 and a list of defects when it is not sound.
+
+    Checks the layout, dtypes and shapes, that every chunk is present and readable, and that a
+    results store matches its images (labels, and a sample of chunks recomputed exactly).
+    """
+    if recompute != "all" and not recompute.isdigit():
+        raise click.BadParameter(
+            f"must be a number or 'all', got {recompute!r}", param_hint="--recompute"
+        )
+    if not schema.store_exists(store, storage_options):
+        raise FileNotFoundError(f"no store at {store!r}")
+    with _cluster(scheduler, n_workers, quiet):
+        found = verify.verify_store(
+            store,
+            images=images,
+            recompute=None if recompute == "all" else int(recompute),
+            storage_options=storage_options,
+            progress=False if quiet else None,
+        )
+    click.echo("\n".join(found.lines()))
+    return 0 if found.ok else 1
 
 
 @cli.command("demo")

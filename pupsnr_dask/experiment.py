@@ -6,6 +6,7 @@ and PSNR; ``run`` writes it to a Zarr store; ``summarize`` reduces it over image
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -14,7 +15,7 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
-from pupsnr_dask import schema
+from pupsnr_dask import durable, schema
 from pupsnr_dask.metrics import mse_kernel, psnr_from_mse, pu_mse_kernel
 from pupsnr_dask.transforms import check_scale, gray_kernel, mosaic_kernel, pu_kernel, true_kernel
 
@@ -175,22 +176,226 @@ def run(
     overwrite: bool = False,
     storage_options: dict[str, Any] | None = None,
     progress: bool | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> xr.Dataset:
     """Compute the PSNR cube of an images store and write it to ``results``.
+
+    Resumable: the store's metadata is created first, then each chunk (or shard) of images is
+    computed and written by one task, which leaves a marker in ``RESULTS.partial``; a run that
+    was killed resumes from the chunks already written, and ends bit-identical to a run that
+    was not. Results that are complete for the same images and parameters are not recomputed;
+    for others, ``overwrite`` is needed. ``RESULTS.lock`` keeps a second writer out.
+
+    Parameters
+    ----------
+    store : str
+        The images store (path or fsspec URL).
+    results : str
+        Where to write the cube.
+    variants, scales, method
+        As for :func:`build_psnr_cube`.
+    overwrite : bool
+        Replace existing results (and discard an interrupted run) instead of refusing.
+    storage_options : dict, optional
+        fsspec options for object storage.
+    progress : bool, optional
+        Progress bars on standard error; by default only when it is a terminal.
+    notify : callable, optional
+        Called with a line of text about resumed or skipped work.
 
     Returns
     -------
     xr.Dataset
         The results store, reopened lazily.
     """
+    storage_options = schema.parse_storage_options(storage_options)  # credentials hidden in logs
     images = schema.open_store(store, "images", storage_options=storage_options)
     cube = build_psnr_cube(images, variants, scales, method=method)
-    if schema.store_exists(results, storage_options):
-        if not overwrite:
-            raise FileExistsError(f"results {results!r} already exist (use --overwrite)")
-        schema.remove_store(results, storage_options)
-    schema.write_store(cube, results, storage_options=storage_options, progress=progress)
+    # Where img_true lives, for tools that need the pixels again (advise, HTML report).
+    cube.attrs["images_store"] = store if "://" in store else os.path.abspath(store)
+    say = notify or (lambda line: None)
+    with durable.StoreLock(results, storage_options) as lock:
+        if lock.taken_over:
+            say(f"took over the lock of a process that died ({durable.describe(lock.taken_over)})")
+        if overwrite:
+            schema.remove_store(durable.partial_path(results), storage_options)
+            schema.remove_store(results, storage_options)
+        if not _prepare_results(cube, results, storage_options, say):
+            return schema.open_store(results, "psnr", storage_options=storage_options)
+        try:
+            _write_cube(cube, results, storage_options, progress, say)
+        except (ConnectionError, durable.StoreLockedError):
+            raise
+        except Exception as err:  # a damaged chunk fails deep inside zarr's codecs
+            raise schema.StoreError(
+                f"computing the PSNR of {store!r} failed ({type(err).__name__}: {err}); a damaged "
+                f"chunk? `pupsnr verify {store}` checks every one. Rerunning resumes the run."
+            ) from err
+        _forget_plan(results, storage_options)
     return schema.open_store(results, "psnr", storage_options=storage_options)
+
+
+RUN_PLAN_VERSION = 1
+
+
+def _run_plan(cube: xr.Dataset) -> dict[str, Any]:
+    """What identifies a run (or its results): images, variants, scales and method."""
+    import hashlib
+
+    sources = "\n".join(str(s) for s in cube[schema.SOURCE].values)
+    return {
+        "version": RUN_PLAN_VERSION,
+        "images_store": cube.attrs.get("images_store"),
+        "n_images": cube.sizes[schema.IMAGE],
+        "sources_sha256": hashlib.sha256(sources.encode()).hexdigest(),
+        "variants": [str(v) for v in cube[schema.VARIANT].values],
+        "scales": [int(s) for s in cube[schema.SCALE].values],
+        "method": cube.attrs.get("method"),
+    }
+
+
+def _prepare_results(
+    cube: xr.Dataset, results: str, so: dict[str, Any] | None, say: Callable[[str], None]
+) -> bool:
+    """Make ``results`` ready for :func:`_write_cube`; False when it is complete already."""
+    partial = durable.partial_path(results)
+    plan = _run_plan(cube)
+    if schema.store_exists(partial, so):
+        old = durable.read_json(f"{partial}/plan.json", so)
+        if old == plan:
+            if not _results_ready(cube, results, so):
+                _create_results(cube, results, so)
+            return True
+        if isinstance(old, dict) and old.get("version") == RUN_PLAN_VERSION:
+            changed = sorted(k for k in plan if old.get(k) != plan[k])
+            raise ValueError(
+                f"{partial!r} holds an interrupted run with other {', '.join(changed)}: rerun "
+                "it with those to finish it, or use --overwrite to discard it"
+            )
+        schema.remove_store(results, so)  # no usable plan: leftovers of a run that never began
+    elif schema.store_exists(results, so):
+        _check_complete(cube, results, so, plan)
+        say(f"{results} is already complete for these images and parameters: nothing recomputed")
+        return False
+    schema.remove_store(partial, so)
+    durable.write_json(f"{partial}/plan.json", plan, so)
+    _create_results(cube, results, so)
+    return True
+
+
+def _check_complete(
+    cube: xr.Dataset, results: str, so: dict[str, Any] | None, plan: dict[str, Any]
+) -> None:
+    try:
+        done = schema.open_store(results, "psnr", storage_options=so)
+    except schema.StoreError as err:
+        raise FileExistsError(
+            f"results {results!r} already exist but are not usable ({err}) (use --overwrite)"
+        ) from err
+    old = _run_plan(done)
+    changed = sorted(k for k in old if old[k] != plan[k])
+    if changed:
+        raise FileExistsError(
+            f"results {results!r} already exist with other {', '.join(changed)} "
+            "(use --overwrite to replace them)"
+        )
+
+
+def _results_ready(cube: xr.Dataset, results: str, so: dict[str, Any] | None) -> bool:
+    """True when an interrupted run's results store has all its metadata and labels."""
+    try:
+        ds = xr.open_zarr(results, storage_options=so, consolidated=True)
+        schema.validate(ds, "psnr", name=results)
+    except Exception:  # missing, half-created or foreign: create it again
+        return False
+    return ds[schema.PSNR].shape == cube[schema.PSNR].shape and all(
+        np.array_equal(ds[c].values, cube[c].values) for c in cube.coords
+    )
+
+
+def _create_results(cube: xr.Dataset, results: str, so: dict[str, Any] | None) -> None:
+    """A new results store: metadata and labels; forget the chunks marked as written."""
+    schema.remove_store(f"{durable.partial_path(results)}/done", so)
+    schema.remove_store(results, so)
+    schema.create_store(cube, results, storage_options=so)
+    durable.kill_point("run:created")
+
+
+def _write_cube(
+    cube: xr.Dataset,
+    results: str,
+    so: dict[str, Any] | None,
+    progress: bool | None,
+    say: Callable[[str], None],
+) -> None:
+    """Compute and write the chunks (or shards) that have no marker yet, one task each."""
+    import dask
+    import zarr
+
+    from pupsnr_dask.cluster import compute
+
+    partial = durable.partial_path(results)
+    target = zarr.open_array(f"{results.rstrip('/')}/{schema.PSNR}", mode="r", storage_options=so)
+    bounds = durable.unit_bounds(0, cube.sizes[schema.IMAGE], durable.write_unit(target))
+    marked = set(durable.list_names(f"{partial}/done", so))
+    done = {
+        k
+        for k, (a, b) in enumerate(bounds)
+        if f"{k:08d}.json" in marked
+        and durable.read_json(_marker(partial, k), so) == {"start": a, "stop": b}
+    }
+    if done:
+        say(f"resumed an interrupted run: {len(done)} of {len(bounds)} chunks were already written")
+    # One array of both variables, so that each block's MSE is computed once for both.
+    units = (tuple(b - a for a, b in bounds), -1, -1)
+    mse, psnr = (cube[v].data.rechunk(units) for v in (schema.MSE, schema.PSNR))
+    both = da.map_blocks(_pair, mse, psnr, new_axis=0, dtype=np.float64, name="pupsnr-pair")
+    blocks = both.to_delayed().ravel()
+    token = tokenize(results, both.name)
+    task = dask.delayed(_write_unit, pure=True)
+    tasks = [
+        task(results, k, a, b, blocks[k], so, dask_key_name=f"pupsnr-write-{token}-{k:08d}")
+        for k, (a, b) in enumerate(bounds)
+        if k not in done
+    ]
+    compute(*tasks, progress=progress)
+
+
+def _pair(mse: np.ndarray, psnr: np.ndarray) -> np.ndarray:
+    return np.stack([mse, psnr])
+
+
+def _marker(partial: str, unit: int) -> str:
+    return f"{partial}/done/{unit:08d}.json"
+
+
+def _write_unit(
+    results: str,
+    unit: int,
+    start: int,
+    stop: int,
+    mse_psnr: np.ndarray,
+    so: dict[str, Any] | None,
+) -> None:
+    """Worker task: write one chunk (or shard) of MSE and PSNR, then its marker."""
+    import zarr
+
+    for name, block in ((schema.MSE, mse_psnr[0]), (schema.PSNR, mse_psnr[1])):
+        url = f"{results.rstrip('/')}/{name}"
+        array = zarr.open_array(url, mode="r+", storage_options=so)
+        array.with_config({"write_empty_chunks": True})[start:stop] = block
+    marker = _marker(durable.partial_path(results), unit)
+    durable.write_json(marker, {"start": start, "stop": stop}, so)
+    durable.kill_point(f"run:unit:{unit}")
+
+
+def _forget_plan(results: str, so: dict[str, Any] | None) -> None:
+    import fsspec
+
+    partial = durable.partial_path(results)
+    fs, path = fsspec.core.url_to_fs(partial, **(so or {}))
+    fs.rm(f"{path}/plan.json")  # first: without a plan, leftovers are never resumed
+    schema.remove_store(partial, so)
 
 
 def select_split(results: xr.Dataset, split: Split = "all") -> xr.Dataset:
@@ -213,8 +418,8 @@ def summarize(results: xr.Dataset, split: Split = "all") -> xr.Dataset:
         ``n_images``, ``n_infinite``.
     """
     sel = select_split(results, split)
-    psnr = sel[schema.PSNR].load()
-    mse = sel[schema.MSE].load()
+    psnr = sel[schema.PSNR].compute()
+    mse = sel[schema.MSE].compute()
     n = sel.sizes[schema.IMAGE]
     if n == 0:
         raise ValueError(f"no images in split {split!r}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+import numpy as np
 import xarray as xr
 
 IMAGE = "image"
@@ -64,17 +65,72 @@ class StoreError(ValueError):
     """A store exists but is not a valid pupsnr store of the expected kind."""
 
 
-def parse_storage_options(storage_options: dict[str, Any] | str | None) -> dict[str, Any] | None:
-    """Return fsspec storage options from a dict, a JSON string, or None."""
-    if storage_options is None or isinstance(storage_options, dict):
-        return storage_options
+class StorageOptions(dict[str, Any]):
+    """fsspec storage options whose ``repr`` hides credentials.
+
+    A plain ``dict`` in every other way (it is passed to fsspec as ``**options``). Dask worker
+    logs print the arguments of a failed task, and these options travel to the workers as task
+    arguments: the values of keys that look like credentials (see :data:`SECRET_WORDS`) are
+    shown as ``'***'``, also in nested dicts.
+
+    Examples
+    --------
+    >>> StorageOptions(endpoint_url="http://127.0.0.1:9000", secret="abc")
+    StorageOptions({'endpoint_url': 'http://127.0.0.1:9000', 'secret': '***'})
+    """
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({_redacted(self)!r})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (dict(self),)
+
+
+#: Parts of option names whose values are never shown: key, secret, token, password, ...
+SECRET_WORDS = ("key", "secret", "token", "password", "credential", "auth", "session")
+
+
+def _redacted(options: dict[str, Any]) -> dict[str, Any]:
+    def hide(name: str, value: Any) -> Any:
+        if isinstance(value, dict):
+            return _redacted(value)
+        if any(word in name.lower() for word in SECRET_WORDS):
+            return "***"
+        return value
+
+    return {name: hide(str(name), value) for name, value in options.items()}
+
+
+def parse_storage_options(
+    storage_options: dict[str, Any] | str | None,
+) -> StorageOptions | None:
+    """Return fsspec storage options from a dict, a JSON string, or None.
+
+    The error for a malformed string does not repeat it: it may hold credentials.
+
+    Examples
+    --------
+    >>> parse_storage_options('{"endpoint_url": "http://127.0.0.1:9000", "key": "id"}')
+    StorageOptions({'endpoint_url': 'http://127.0.0.1:9000', 'key': '***'})
+    """
+    if storage_options is None:
+        return None
+    if isinstance(storage_options, dict):
+        return StorageOptions(storage_options)
     try:
         parsed = json.loads(storage_options)
     except json.JSONDecodeError as err:
-        raise ValueError(f"storage_options must be a JSON object, got {storage_options!r}") from err
+        raise ValueError(
+            f"storage_options must be a JSON object; it is not valid JSON ({err.msg} at "
+            f"character {err.pos})"
+        ) from None
     if not isinstance(parsed, dict):
-        raise ValueError(f"storage_options must be a JSON object, got {storage_options!r}")
-    return parsed
+        raise ValueError(
+            f"storage_options must be a JSON object, got a JSON {type(parsed).__name__}"
+        )
+    return StorageOptions(parsed)
 
 
 def open_store(
@@ -108,13 +164,33 @@ def open_store(
     """
     if kind not in ("images", "psnr"):
         raise ValueError(f"kind must be one of ('images', 'psnr'), got {kind!r}")
+    from pupsnr_dask import verify
+
     if not store_exists(store, storage_options):
         raise FileNotFoundError(f"no store at {store!r}")
+    why = verify.unfinished(store, storage_options)
+    if why:
+        raise StoreError(why)
+    keys = verify.list_keys(store, storage_options)
+    bad = verify.metadata_defects(store, storage_options, keys)
+    if bad:
+        raise StoreError(f"{store!r} is damaged: {bad[0]}")
     try:
         ds = xr.open_zarr(store, storage_options=storage_options, consolidated=None)
     except Exception as err:  # zarr raises many kinds for foreign or corrupt stores
         raise StoreError(f"{store!r} is not a readable Zarr store: {err}") from err
     validate(ds, kind, name=store)
+    bad = verify.missing_chunks(store, storage_options, keys)
+    if bad:
+        raise StoreError(
+            f"{store!r} is damaged: {len(bad)} chunks or metadata files are missing "
+            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); `pupsnr verify` lists "
+            "every defect"
+        )
+    if kind == "psnr":  # small: every chunk is read now rather than failing in a report
+        bad = verify.unreadable_chunks(store, storage_options)
+        if bad:
+            raise StoreError(f"{store!r} is damaged: {bad[0]}")
     return ds
 
 
@@ -159,17 +235,66 @@ def write_store(
     """Write a lazy dataset to a new Zarr store (refusing to overwrite), computing it.
 
     Metadata is consolidated so that a plain ``xr.open_zarr(store)`` opens it in one read.
+    Every chunk is written, even one equal to the fill value, so a missing chunk is always a
+    defect (see :func:`pupsnr_dask.verify.missing_chunks`). Dask blocks are realigned to whole
+    shards of sharded variables (:func:`align_to_shards`).
+    """
+    from pupsnr_dask.cluster import compute
+
+    compute(create_store(ds, store, storage_options=storage_options), progress=progress)
+
+
+def create_store(
+    ds: xr.Dataset, store: str, *, storage_options: dict[str, Any] | None = None
+) -> Any:
+    """Create a new Zarr store for ``ds``: metadata and in-memory variables, not dask ones.
+
+    Returns
+    -------
+    dask.delayed.Delayed
+        Computing it writes the dask-backed variables; the resumable writers of
+        :mod:`pupsnr_dask.ingest` and :mod:`pupsnr_dask.experiment` write regions themselves.
     """
     import warnings
 
-    from pupsnr_dask.cluster import compute
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        delayed = ds.to_zarr(
-            store, mode="w-", compute=False, consolidated=True, storage_options=storage_options
+        return align_to_shards(ds).to_zarr(
+            store,
+            mode="w-",
+            compute=False,
+            consolidated=True,
+            write_empty_chunks=True,
+            storage_options=storage_options,
         )
-        compute(delayed, progress=progress)
+
+
+def align_to_shards(ds: xr.Dataset) -> xr.Dataset:
+    """Rechunk dask variables whose encoding has ``shards`` so that blocks hold whole shards.
+
+    Parallel tasks writing parts of the same shard would each read, modify and rewrite the
+    whole shard, losing each other's data; xarray refuses such writes, this realigns them.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> v = xr.Variable("i", da.zeros(10, chunks=3), encoding={"chunks": (2,), "shards": (4,)})
+    >>> align_to_shards(xr.Dataset({"v": v}))["v"].chunks
+    ((4, 4, 2),)
+    """
+    out = ds.copy()
+    for name, var in ds.variables.items():
+        shards = var.encoding.get("shards")
+        if not shards or var.chunks is None:
+            continue
+        blocks = {}
+        for dim, shard, sizes in zip(var.dims, shards, var.chunks, strict=True):
+            edges = np.cumsum(sizes)[:-1]
+            if any(edge % shard for edge in edges):
+                blocks[dim] = shard
+        if blocks:
+            out[name] = var.chunk(blocks)
+    return out
 
 
 def remove_store(store: str, storage_options: dict[str, Any] | None = None) -> None:
@@ -186,4 +311,5 @@ def store_exists(store: str, storage_options: dict[str, Any] | None = None) -> b
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(store, **(storage_options or {}))
+    fs.invalidate_cache(path)  # object stores cache listings; workers may have written since
     return bool(fs.exists(path))

@@ -1,0 +1,327 @@
+"""What makes writing a store safe to interrupt, to repeat and to share: locks and journals.
+
+Every writer of a store ``STORE`` (a path or fsspec URL) uses two neighbours::
+
+    STORE.lock      who is writing STORE now: {"pid", "host", "started", "command"}
+    STORE.partial/  the journal of unfinished work: a plan, one record per finished task
+
+:class:`StoreLock` takes ``STORE.lock`` for the duration of a ``with`` block; a second writer
+gets a :class:`StoreLockedError` naming the holder. On a local disk the lock is an ``flock`` on
+the lock file, so it dies with its process, even after SIGKILL; elsewhere (object storage) the
+file is created exclusively and a lock left by a dead process on the same host is taken over.
+
+Journal files are small JSON documents written atomically (:func:`write_json`): a reader sees
+either the whole document or none, so a record that exists always describes finished work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import posixpath
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+LOCK_SUFFIX = ".lock"
+PARTIAL_SUFFIX = ".partial"
+#: Test hook: the name of a :func:`kill_point` at which the process group is killed.
+KILL_ENV = "PUPSNR_KILL_AT"
+
+
+class StoreLockedError(OSError):
+    """Another process holds the lock of a store."""
+
+
+def lock_path(store: str) -> str:
+    """``STORE.lock``: the lock file next to ``store``."""
+    return store.rstrip("/") + LOCK_SUFFIX
+
+
+def partial_path(store: str) -> str:
+    """``STORE.partial``: the journal of unfinished work on ``store``."""
+    return store.rstrip("/") + PARTIAL_SUFFIX
+
+
+def _holder_info() -> dict[str, Any]:
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join(sys.argv)[:300],
+    }
+
+
+def describe(holder: dict[str, Any] | None) -> str:
+    """A lock holder for messages: pid, host and start time."""
+    if not holder:
+        return "an unknown process"
+    return (
+        f"pid {holder.get('pid')} on host {holder.get('host')!r} since {holder.get('started', '?')}"
+    )
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this id exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class StoreLock:
+    """Exclusive right to write ``store``, held for a ``with`` block.
+
+    Parameters
+    ----------
+    store : str
+        Path or fsspec URL of the store; the lock file is ``STORE.lock``.
+    storage_options : dict, optional
+        fsspec options for object storage.
+
+    Attributes
+    ----------
+    taken_over : dict or None
+        The holder recorded in a stale lock file that was taken over (a process that died
+        without releasing it), else None.
+
+    Raises
+    ------
+    StoreLockedError
+        On entering, when a live process holds the lock.
+    """
+
+    def __init__(self, store: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.store = store
+        self.path = lock_path(store)
+        self.fs, self._fspath = fsspec.core.url_to_fs(self.path, **(storage_options or {}))
+        self.taken_over: dict[str, Any] | None = None
+        self._fd: int | None = None
+        self._info: dict[str, Any] = {}
+
+    def __enter__(self) -> StoreLock:
+        self._info = _holder_info()
+        parent = posixpath.dirname(self._fspath.rstrip("/"))
+        if parent:
+            self.fs.makedirs(parent, exist_ok=True)
+        if isinstance(self.fs, LocalFileSystem) and _has_flock():
+            self._acquire_flock()
+        else:
+            self._acquire_exclusive_file()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def _refuse(self, holder: dict[str, Any] | None) -> StoreLockedError:
+        return StoreLockedError(
+            f"{self.store!r} is being written by another process ({describe(holder)}): wait "
+            f"for it to finish; if that process is gone, delete {self.path!r}"
+        )
+
+    # -- local disk: flock, released by the kernel when the process dies ----------------------
+    def _acquire_flock(self) -> None:
+        import fcntl
+
+        for _ in range(10):
+            fd = os.open(self._fspath, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = _read_holder_fd(fd)
+                os.close(fd)
+                raise self._refuse(holder) from None
+            try:
+                same = os.stat(self._fspath).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the previous holder removed the file as we opened it: retry
+                os.close(fd)
+                continue
+            previous = _read_holder_fd(fd)
+            if previous:
+                self.taken_over = previous
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(self._info).encode())
+            os.fsync(fd)
+            self._fd = fd
+            return
+        raise self._refuse(None)
+
+    # -- elsewhere: exclusive creation, stale when its process is dead on this host -----------
+    def _acquire_exclusive_file(self) -> None:
+        data = json.dumps(self._info).encode()
+        for _ in range(3):
+            try:
+                with self.fs.open(self._fspath, "xb") as fh:
+                    fh.write(data)
+                return
+            except FileExistsError:
+                pass
+            except (ValueError, NotImplementedError):  # no exclusive create on this filesystem
+                if not self.fs.exists(self._fspath):
+                    self.fs.pipe_file(self._fspath, data)
+                    return
+            holder = self._read_holder_file()
+            if not self._is_stale(holder):
+                raise self._refuse(holder)
+            self.taken_over = holder
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(self._fspath)
+        raise self._refuse(self._read_holder_file())
+
+    def _read_holder_file(self) -> dict[str, Any] | None:
+        try:
+            return _parse_holder(self.fs.cat_file(self._fspath))
+        except FileNotFoundError:
+            return None
+
+    @staticmethod
+    def _is_stale(holder: dict[str, Any] | None) -> bool:
+        if not holder or holder.get("host") != socket.gethostname():
+            return False
+        pid = holder.get("pid")
+        return isinstance(pid, int) and pid != os.getpid() and not pid_alive(pid)
+
+    def release(self) -> None:
+        """Give the lock up and remove the lock file (also done on leaving the block)."""
+        if self._fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._fspath)  # while still holding the flock
+            os.close(self._fd)
+            self._fd = None
+        elif self._info and self._read_holder_file() == self._info:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(self._fspath)
+        self._info = {}
+
+
+def _has_flock() -> bool:
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # not on POSIX
+        return False
+    return True
+
+
+def _read_holder_fd(fd: int) -> dict[str, Any] | None:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return _parse_holder(os.read(fd, 4096))
+
+
+def _parse_holder(data: bytes) -> dict[str, Any] | None:
+    try:
+        holder = json.loads(data.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def read_lock_holder(store: str, storage_options: dict[str, Any] | None = None) -> dict | None:
+    """Who holds (or last held) the lock of ``store`` according to its lock file, or None."""
+    fs, path = fsspec.core.url_to_fs(lock_path(store), **(storage_options or {}))
+    try:
+        return _parse_holder(fs.cat_file(path))
+    except FileNotFoundError:
+        return None
+
+
+# -- journal files ---------------------------------------------------------------------------
+def write_json(url: str, obj: Any, storage_options: dict[str, Any] | None = None) -> None:
+    """Write ``obj`` as JSON at ``url`` atomically: readers see all of it or nothing.
+
+    On a local disk the document is written to a temporary name and renamed; object stores
+    replace a key in one request.
+    """
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    data = json.dumps(obj, allow_nan=True).encode()
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
+def read_json(url: str, storage_options: dict[str, Any] | None = None) -> Any:
+    """The JSON document at ``url``, or None when it is missing or not valid JSON."""
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    try:
+        data = fs.cat_file(path)
+    except FileNotFoundError:
+        return None
+    try:
+        return json.loads(data.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def list_names(url: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Names of the entries of the folder ``url`` (empty when it does not exist)."""
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    try:
+        return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+    except FileNotFoundError:
+        return []
+
+
+def unit_bounds(start: int, stop: int, unit: int) -> list[tuple[int, int]]:
+    """Split ``[start, stop)`` at multiples of ``unit``: the regions parallel writers may own.
+
+    A region never shares a Zarr chunk (or shard) with another, so tasks writing different
+    regions in parallel never read-modify-write the same object.
+
+    Examples
+    --------
+    >>> unit_bounds(5, 14, 4)
+    [(5, 8), (8, 12), (12, 14)]
+    """
+    if unit < 1:
+        raise ValueError(f"unit must be >= 1, got {unit!r}")
+    out = []
+    a = start
+    while a < stop:
+        b = min(stop, (a // unit + 1) * unit)
+        out.append((a, b))
+        a = b
+    return out
+
+
+def write_unit(array: Any) -> int:
+    """Images per independent write of a Zarr array: its shard length, else its chunk length."""
+    shards = getattr(array, "shards", None)
+    return int(shards[0]) if shards else int(array.chunks[0])
+
+
+@contextlib.contextmanager
+def quiet_zarr_warnings() -> Iterator[None]:
+    """Silence zarr's notice that consolidated metadata is not part of the v3 spec."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        yield
+
+
+def kill_point(name: str) -> None:
+    """Test hook: SIGKILL this whole process group when ``$PUPSNR_KILL_AT`` equals ``name``.
+
+    The resume tests start ``pupsnr`` in a session of its own with this variable set, so that
+    it dies at a chosen moment (its local Dask workers with it), as after a power cut.
+    """
+    if os.environ.get(KILL_ENV) == name:
+        os.killpg(os.getpgrp(), signal.SIGKILL)

@@ -1,0 +1,481 @@
+"""``pupsnr verify STORE``: is a store whole, well formed and consistent? A list of defects.
+
+Checks, each only when the ones before it passed far enough to make sense:
+
+1. nothing unfinished: no ``STORE.partial`` (an interrupted or running ingest or run);
+2. every metadata document (``zarr.json``, ``.zarray``, ...) is valid JSON, and the
+   consolidated metadata agrees with the arrays' own;
+3. the layout of its kind (:func:`pupsnr_dask.schema.validate`): variables, dims, dtypes,
+   coordinates;
+4. shapes and labels: image index ``0 .. N-1``, unique sources, known splits, square images of
+   the recorded size, chunked along ``image`` only, colour scores below the threshold, PSNR
+   equal to ``10 log10(255² / MSE)``;
+5. every chunk present (listed in the store) and readable (read and decoded), and no stored
+   image all zeros (never written);
+6. a results store against its images store: the same images (index, source, split), and the
+   MSE of a sample of image chunks (or all of them) recomputed and compared exactly.
+
+:func:`missing_chunks`, :func:`metadata_defects` and :func:`unfinished` are cheap (listings and
+small reads); :func:`pupsnr_dask.schema.open_store` uses them so that ``run`` and ``report``
+refuse a damaged store with a message naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pupsnr_dask import durable, schema
+
+METADATA_FILES = frozenset({"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata"})
+#: Image chunks of a results store recomputed by default.
+DEFAULT_RECOMPUTE = 3
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify_store` found."""
+
+    store: str
+    kind: str | None = None
+    defects: list[str] = field(default_factory=list)
+    checked: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when no defect was found."""
+        return not self.defects
+
+    def lines(self) -> list[str]:
+        """Human-readable verdict: one line, then one line per defect."""
+        done = ", ".join(f"{n} {what}" for what, n in self.checked.items())
+        kind = f"pupsnr {self.kind!r} store" if self.kind else "store"
+        if self.ok:
+            return [f"OK: {self.store} is a sound {kind} ({done})"]
+        head = f"{len(self.defects)} defects in {kind} {self.store}"
+        return [head + (f" ({done})" if done else ""), *(f"  - {d}" for d in self.defects)]
+
+
+def _fs(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    return fs, path.rstrip("/")
+
+
+def unfinished(store: str, storage_options: dict[str, Any] | None = None) -> str | None:
+    """Why ``store`` is not finished (its ``STORE.partial`` exists), or None."""
+    partial = durable.partial_path(store)
+    if not schema.store_exists(partial, storage_options):
+        return None
+    holder = durable.read_lock_holder(store, storage_options)
+    now = f"; {durable.describe(holder)} may be writing it" if holder else ""
+    return (
+        f"{store!r} is unfinished: {partial!r} holds the work of an interrupted or running "
+        f"ingest or run{now}; rerun that command to finish it"
+    )
+
+
+def list_keys(store: str, storage_options: dict[str, Any] | None = None) -> set[str]:
+    """Every key (file) in the store, relative to it, with ``/`` separators."""
+    fs, root = _fs(store, storage_options)
+    return {posixpath.relpath(p, root) for p in fs.find(root)}
+
+
+def metadata_defects(
+    store: str, storage_options: dict[str, Any] | None = None, keys: set[str] | None = None
+) -> list[str]:
+    """Metadata documents of the store that are not valid JSON objects."""
+    fs, root = _fs(store, storage_options)
+    keys = list_keys(store, storage_options) if keys is None else keys
+    out = []
+    for key in sorted(k for k in keys if posixpath.basename(k) in METADATA_FILES):
+        try:
+            doc = json.loads(fs.cat_file(f"{root}/{key}"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            out.append(f"metadata file {key!r} is not valid JSON (truncated?): {err}")
+            continue
+        except OSError as err:
+            out.append(f"metadata file {key!r} cannot be read: {err}")
+            continue
+        if not isinstance(doc, dict):
+            out.append(f"metadata file {key!r} is not a JSON object")
+    return out
+
+
+def _open_group(
+    store: str, storage_options: dict[str, Any] | None, consolidated: bool | None
+) -> Any:
+    import zarr
+
+    with durable.quiet_zarr_warnings():
+        return zarr.open_group(
+            store, mode="r", storage_options=storage_options, use_consolidated=consolidated
+        )
+
+
+def _outer_chunks(arr: Any) -> tuple[int, ...]:
+    grid = getattr(arr.metadata, "chunk_grid", None)
+    return tuple(grid.chunk_shape) if grid is not None else tuple(arr.metadata.chunks)
+
+
+def chunk_regions(arr: Any) -> list[tuple[tuple[int, ...], tuple[slice, ...]]]:
+    """Grid position and region of every stored object (chunk, or shard) of a Zarr array."""
+    chunks = _outer_chunks(arr)
+    counts = [math.ceil(n / c) for n, c in zip(arr.shape, chunks, strict=True)]
+    out = []
+    for pos in itertools.product(*(range(n) for n in counts)):
+        region = tuple(
+            slice(i * c, min(n, (i + 1) * c))
+            for i, c, n in zip(pos, chunks, arr.shape, strict=True)
+        )
+        out.append((pos, region))
+    return out
+
+
+def missing_chunks(
+    store: str, storage_options: dict[str, Any] | None = None, keys: set[str] | None = None
+) -> list[str]:
+    """Keys of chunks (or shards) that the arrays' shapes call for but the store lacks.
+
+    pupsnr writes every chunk, even one equal to the fill value, so a missing chunk is a
+    deleted or never-written one, which Zarr would silently read as fill values. The arrays
+    are those of the consolidated metadata when there is some; an array listed there whose own
+    metadata document is gone is reported by that document's key.
+    """
+    keys = list_keys(store, storage_options) if keys is None else keys
+    group = _open_group(store, storage_options, consolidated=None)
+    out = []
+    for name, arr in sorted(group.arrays()):
+        own = f"{name}/zarr.json" if arr.metadata.zarr_format == 3 else f"{name}/.zarray"
+        if own not in keys:
+            out.append(own)
+            continue
+        for pos, _ in chunk_regions(arr):
+            key = f"{name}/{arr.metadata.encode_chunk_key(pos)}"
+            if key not in keys:
+                out.append(key)
+    return out
+
+
+def unreadable_chunks(store: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Every stored object of every array read in this process: the failures, by key.
+
+    For small stores (results); :func:`verify_store` reads big ones in parallel.
+    """
+    group = _open_group(store, storage_options, consolidated=None)
+    out = []
+    for name, arr in sorted(group.arrays()):
+        for pos, region in chunk_regions(arr):
+            try:
+                arr[region]
+            except Exception as err:  # codec, JSON or I/O errors: all mean unreadable
+                key = f"{name}/{arr.metadata.encode_chunk_key(pos)}"
+                out.append(f"chunk {key!r} cannot be read: {type(err).__name__}: {err}")
+    return out
+
+
+def verify_store(
+    store: str,
+    *,
+    images: str | None = None,
+    recompute: int | None = DEFAULT_RECOMPUTE,
+    storage_options: dict[str, Any] | None = None,
+    progress: bool | None = None,
+) -> VerifyReport:
+    """Check a pupsnr store thoroughly; read every chunk.
+
+    Parameters
+    ----------
+    store : str
+        Path or fsspec URL of an images or results store.
+    images : str, optional
+        For a results store, its images store; by default the one recorded in its attributes.
+    recompute : int or None
+        For a results store, how many image chunks to recompute from the images and compare
+        exactly (first, last, and evenly spaced between); None recomputes all, 0 none.
+    storage_options : dict, optional
+        fsspec options for object storage.
+    progress : bool, optional
+        Progress bars on standard error; by default only when it is a terminal.
+
+    Returns
+    -------
+    VerifyReport
+        The defects found (none when the store is sound) and counts of what was checked.
+
+    Raises
+    ------
+    FileNotFoundError
+        When nothing is stored at ``store``.
+    """
+    if recompute is not None and recompute < 0:
+        raise ValueError(f"recompute must be >= 0 or None (all), got {recompute!r}")
+    if not schema.store_exists(store, storage_options):
+        raise FileNotFoundError(f"no store at {store!r}")
+    report = VerifyReport(store)
+    note = unfinished(store, storage_options)
+    if note:
+        report.defects.append(note)
+    keys = list_keys(store, storage_options)
+    report.defects += metadata_defects(store, storage_options, keys)
+    report.defects += _consolidation_defects(store, storage_options)
+    ds = _open_dataset(store, storage_options, report)
+    if ds is None:
+        return report
+    report.defects += _chunk_defects(store, storage_options, keys, report, progress)
+    if report.kind == "images":
+        report.defects += _images_defects(ds)
+    elif report.kind == "psnr":
+        report.defects += _results_defects(ds, images, recompute, storage_options, report)
+    return report
+
+
+def _consolidation_defects(store: str, storage_options: dict[str, Any] | None) -> list[str]:
+    """Arrays whose shape in the consolidated metadata differs from their own metadata."""
+    try:
+        own = {n: a.shape for n, a in _open_group(store, storage_options, False).arrays()}
+        listed = {n: a.shape for n, a in _open_group(store, storage_options, True).arrays()}
+    except Exception:  # no consolidated metadata, or unreadable metadata (reported already)
+        return []
+    return [
+        f"consolidated metadata is stale for {name!r}: shape {listed.get(name)} there, "
+        f"{own.get(name)} in its own metadata"
+        for name in sorted(set(own) | set(listed))
+        if own.get(name) != listed.get(name)
+    ]
+
+
+def _open_dataset(store: str, storage_options: dict[str, Any] | None, report: VerifyReport) -> Any:
+    import xarray as xr
+
+    try:
+        with durable.quiet_zarr_warnings():
+            ds = xr.open_zarr(store, storage_options=storage_options, consolidated=None)
+    except Exception as err:  # foreign or corrupt: say so, stop here
+        report.defects.append(f"not a readable Zarr store: {type(err).__name__}: {err}")
+        return None
+    kind = ds.attrs.get(schema.KIND_ATTR)
+    if kind not in ("images", "psnr"):
+        report.defects.append(f"not a pupsnr store (attribute {schema.KIND_ATTR!r} is {kind!r})")
+        return None
+    report.kind = kind
+    try:
+        schema.validate(ds, kind, name=store)
+    except schema.StoreError as err:
+        report.defects.append(str(err))
+        return None
+    return ds
+
+
+def _chunk_defects(
+    store: str,
+    storage_options: dict[str, Any] | None,
+    keys: set[str],
+    report: VerifyReport,
+    progress: bool | None,
+) -> list[str]:
+    import dask
+
+    from pupsnr_dask.cluster import compute
+
+    try:
+        arrays = sorted(_open_group(store, storage_options, consolidated=None).arrays())
+    except Exception as err:
+        return [f"cannot open the arrays: {type(err).__name__}: {err}"]
+    out, tasks = [], []
+    for name, arr in arrays:
+        own = f"{name}/zarr.json" if arr.metadata.zarr_format == 3 else f"{name}/.zarray"
+        if own not in keys:
+            out.append(f"metadata file {own!r} is missing")
+            continue
+        for pos, region in chunk_regions(arr):
+            key = f"{name}/{arr.metadata.encode_chunk_key(pos)}"
+            if key not in keys:
+                out.append(f"chunk {key!r} is missing")
+                continue
+            check_zero = name == schema.IMAGES and report.kind == "images"
+            tasks.append(
+                dask.delayed(_read_chunk, pure=True)(
+                    f"{store.rstrip('/')}/{name}", key, region, check_zero, storage_options
+                )
+            )
+    report.checked["chunks read"] = len(tasks)
+    for problems in compute(*tasks, progress=progress):
+        out += problems
+    return out
+
+
+def _read_chunk(
+    url: str,
+    key: str,
+    region: tuple[slice, ...],
+    check_zero: bool,
+    storage_options: dict[str, Any] | None,
+) -> list[str]:
+    """Worker task: read and decode one stored object; report failures and blank images."""
+    import zarr
+
+    try:
+        block = np.asarray(zarr.open_array(url, mode="r", storage_options=storage_options)[region])
+    except Exception as err:
+        return [f"chunk {key!r} cannot be read: {type(err).__name__}: {err}"]
+    if check_zero:
+        blank = np.flatnonzero(block.reshape(len(block), -1).max(axis=1) == 0)
+        first = region[0].start
+        return [f"image {first + int(i)} is all zeros (never written?)" for i in blank]
+    return []
+
+
+def _images_defects(ds: Any) -> list[str]:
+    out = []
+    n = ds.sizes[schema.IMAGE]
+    size = ds.attrs.get("size")
+    images = ds[schema.IMAGES]
+    if size is not None and images.shape[1:] != (size, size, 3):
+        out.append(f"images have shape {images.shape[1:]}, expected {(size, size, 3)}")
+    chunks = images.encoding.get("chunks")
+    if chunks is not None and tuple(chunks[1:]) != tuple(images.shape[1:]):
+        out.append(f"images are chunked {tuple(chunks)}; expected whole images per chunk")
+    out += _index_defects(ds)
+    sources = [str(s) for s in ds[schema.SOURCE].values]
+    rejected = ds.attrs.get(schema.REJECTED_ATTR, [])
+    overlap = set(sources) & {r.get("source") for r in rejected}
+    if overlap:
+        out.append(f"{len(overlap)} sources are both stored and rejected, e.g. {min(overlap)!r}")
+    n_files = ds.attrs.get("n_files")
+    if n_files is not None and n_files != n + len(rejected):
+        out.append(f"n_files is {n_files}, but {n} images + {len(rejected)} rejections")
+    score = ds[schema.COLOR_SCORE].values
+    threshold = ds.attrs.get("threshold", 1.0)
+    bad = np.flatnonzero(~(score < threshold))
+    if len(bad):
+        out.append(f"{len(bad)} colour scores are not below {threshold}, e.g. image {bad[0]}")
+    for name in (schema.ORIGINAL_WIDTH, schema.ORIGINAL_HEIGHT):
+        bad = np.flatnonzero(ds[name].values < 1)
+        if len(bad):
+            out.append(f"{name} is not positive for {len(bad)} images, e.g. image {bad[0]}")
+    test_count = ds.attrs.get("test_count")
+    n_test = int((ds[schema.SPLIT].values == "test").sum())
+    if test_count is not None and n_test != test_count:
+        out.append(f"{n_test} images have split 'test', but test_count is {test_count}")
+    return out
+
+
+def _index_defects(ds: Any) -> list[str]:
+    out = []
+    n = ds.sizes[schema.IMAGE]
+    index = ds[schema.IMAGE].values
+    if not np.array_equal(index, np.arange(n)):
+        out.append(f"the image index is not 0 .. {n - 1}")
+    sources = [str(s) for s in ds[schema.SOURCE].values]
+    if len(set(sources)) != len(sources):
+        out.append(f"{len(sources) - len(set(sources))} sources appear more than once")
+    splits = set(str(s) for s in ds[schema.SPLIT].values) - set(schema.SPLITS)
+    if splits:
+        out.append(f"unknown split values {sorted(splits)}; expected {schema.SPLITS}")
+    return out
+
+
+def _results_defects(
+    ds: Any,
+    images: str | None,
+    recompute: int | None,
+    storage_options: dict[str, Any] | None,
+    report: VerifyReport,
+) -> list[str]:
+    from pupsnr_dask.metrics import psnr_from_mse
+
+    out = _index_defects(ds)
+    mse = ds[schema.MSE].values
+    psnr = ds[schema.PSNR].values
+    if np.isnan(mse).any() or (mse < 0).any():
+        out.append(f"{int((np.isnan(mse) | (mse < 0)).sum())} MSE values are NaN or negative")
+    elif not np.array_equal(psnr, psnr_from_mse(mse)):
+        out.append("psnr is not 10*log10(255**2 / mse) everywhere")
+    images = images or ds.attrs.get("images_store")
+    if not images:
+        out.append("the images store is not recorded (attribute 'images_store'); pass --images")
+        return out
+    try:
+        pixels = schema.open_store(images, "images", storage_options=storage_options)
+    except (OSError, ValueError) as err:
+        out.append(f"images store {images!r}: {err}")
+        return out
+    for name in (schema.IMAGE, schema.SOURCE, schema.SPLIT):
+        if not np.array_equal(ds[name].values, pixels[name].values):
+            out.append(f"{name} differs from the images store {images!r} (rerun `pupsnr run`)")
+            return out
+    out += _recomputed_defects(ds, images, recompute, storage_options, report)
+    return out
+
+
+def _sample(n: int, k: int | None) -> list[int]:
+    if k is None or k >= n:
+        return list(range(n))
+    if k == 0:
+        return []
+    return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
+
+
+def _recomputed_defects(
+    ds: Any,
+    images: str,
+    recompute: int | None,
+    storage_options: dict[str, Any] | None,
+    report: VerifyReport,
+) -> list[str]:
+    import dask
+
+    from pupsnr_dask.cluster import compute
+
+    n = ds.sizes[schema.IMAGE]
+    step = int(ds[schema.MSE].encoding.get("chunks", (n,))[0]) or n
+    starts = list(range(0, n, step))
+    chosen = [starts[i] for i in _sample(len(starts), recompute)]
+    variants = [str(v) for v in ds[schema.VARIANT].values]
+    scales = [int(s) for s in ds[schema.SCALE].values]
+    method = ds.attrs.get("method", "moments")
+    tasks = [
+        dask.delayed(_recompute_chunk, pure=True)(
+            images,
+            ds[schema.MSE].values[a : a + step],
+            a,
+            variants,
+            scales,
+            method,
+            storage_options,
+        )
+        for a in chosen
+    ]
+    out = [d for found in compute(*tasks, progress=False) for d in found]
+    report.checked["images recomputed"] = sum(min(step, n - a) for a in chosen)
+    return out
+
+
+def _recompute_chunk(
+    images: str,
+    stored: np.ndarray,
+    start: int,
+    variants: list[str],
+    scales: list[int],
+    method: str,
+    storage_options: dict[str, Any] | None,
+) -> list[str]:
+    """Worker task: the MSE of images ``start ..`` recomputed, compared with ``stored``."""
+    import zarr
+
+    from pupsnr_dask.experiment import cube_kernel
+
+    url = f"{images.rstrip('/')}/{schema.IMAGES}"
+    pixels = zarr.open_array(url, mode="r", storage_options=storage_options)
+    block = np.asarray(pixels[start : start + len(stored)])
+    fresh = cube_kernel(block, variants, scales, method)  # type: ignore[arg-type]
+    differ = np.flatnonzero((fresh != stored).reshape(len(stored), -1).any(axis=1))
+    return [f"image {start + int(i)}: stored MSE differs from the recomputed one" for i in differ]
