@@ -1,0 +1,352 @@
+"""Pictures of the results: PSNR against scale, and the PU grid of one image.
+
+matplotlib is an optional dependency (``pip install "pupsnr-dask[plot]"``), imported inside the
+functions. Figures are made with ``matplotlib.figure.Figure`` on an Agg canvas, never through
+``pyplot``, so nothing here touches the global backend or needs a display; in Jupyter a returned
+figure shows inline.
+
+The PU grid of one image (rows: variants, columns: scales, "original" = scale 1)::
+
+                original   scale 2   scale 4   ...   scale 32
+    true        [img]      [PU 2]    [PU 4]          [PU 32]
+    gray        [gray]     [PU 2]    [PU 4]          [PU 32]
+    mosaic      [mosaic]   [PU 2]    [PU 4]          [PU 32]
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from pupsnr_dask import query, schema
+from pupsnr_dask.experiment import SCALES, VARIANTS, Split
+
+INSTALL_HINT = 'plots need matplotlib: pip install "pupsnr-dask[plot]"'
+DEFAULT_DPI = 100
+
+
+def require_matplotlib() -> Any:
+    """Import matplotlib, or raise ImportError with the install hint."""
+    try:
+        import matplotlib
+        from matplotlib.backends import backend_agg  # noqa: F401
+    except ImportError as err:
+        raise ImportError(INSTALL_HINT) from err
+    return matplotlib
+
+
+def new_figure(**kwargs: Any) -> Any:
+    """A matplotlib Figure on an Agg canvas (no pyplot, no global state)."""
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def variant_color(variant: str) -> str:
+    """The colour of a variant, the same in every plot (matplotlib's tab10 cycle)."""
+    names = list(VARIANTS)
+    k = names.index(variant) if variant in names else len(names) + hash(variant) % 7
+    return f"C{k % 10}"
+
+
+def scale_label(scale: int, resolution: int, *, depth: bool = True) -> str:
+    r"""``"256 px · depth 0"``: the resolution of a scale and, for powers of 2, the U-Net depth.
+
+    Examples
+    --------
+    >>> scale_label(8, 32)
+    '32 px\ndepth 3'
+    >>> scale_label(3, 30)
+    '30 px'
+    """
+    d = math.log2(scale)
+    if depth and d == int(d):
+        return f"{resolution} px\ndepth {int(d)}"
+    return f"{resolution} px"
+
+
+def omitted_notes(cube: xr.Dataset) -> list[str]:
+    """One line for each (variant, scale) whose +inf PSNRs (identical images) are not drawn."""
+    psnr = cube[schema.PSNR]
+    n = psnr.sizes[schema.IMAGE]
+    n_inf = (psnr == np.inf).sum(schema.IMAGE)
+    notes = []
+    for variant in psnr[schema.VARIANT].values.tolist():
+        for scale in psnr[schema.SCALE].values.tolist():
+            k = int(n_inf.sel({schema.VARIANT: variant, schema.SCALE: scale}))
+            if k == n:
+                notes.append(
+                    f"{variant} at scale {scale}: all {n} images identical to the target "
+                    "(PSNR = +∞), not drawn"
+                )
+            elif k:
+                notes.append(
+                    f"{variant} at scale {scale}: {k} of {n} images identical (PSNR = +∞), "
+                    "left out of the mean, interval and distribution"
+                )
+    return notes
+
+
+def psnr_figure(cube: xr.Dataset, *, title: str | None = None) -> Any:
+    """Two panels: mean PSNR against scale with its spread, and the per-image distribution.
+
+    Parameters
+    ----------
+    cube : xr.Dataset
+        ``psnr`` with dims ``(image, variant, scale)`` in memory (:func:`query.load_cube`) and
+        the ``resolution`` of each scale.
+    title : str, optional
+        Figure title; by default the number of images.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Left: for each variant the mean of the finite PSNRs, a band for its 95% confidence
+        interval and a lighter one for the 10-90% range of the images, with the resolution
+        and U-Net depth of each scale on the top axis. Right: box plots by scale and variant.
+        +inf values are left out, with a note under the panels.
+    """
+    stats = query.spread(cube[schema.PSNR])
+    notes = omitted_notes(cube)
+    n = cube.sizes[schema.IMAGE]
+    fig = new_figure(figsize=(13, 5.8), layout="constrained")
+    bottom = 0.035 * len(notes) + 0.02 if notes else 0.0
+    fig.get_layout_engine().set(rect=(0, bottom, 1, 1 - bottom))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.15]})
+    _mean_panel(left, stats)
+    _distribution_panel(right, cube)
+    fig.suptitle(title or f"PSNR of the PU transform against the target, {n} images", size=14)
+    for k, note in enumerate(notes):
+        fig.text(0.01, bottom - 0.035 * (k + 1), f"Note: {note}.", size=9, color="0.3")
+    return fig
+
+
+def _mean_panel(ax: Any, stats: xr.Dataset) -> None:
+    from matplotlib.patches import Patch
+
+    scales = stats[schema.SCALE].values
+    resolution = stats[schema.RESOLUTION].values
+    for variant in stats[schema.VARIANT].values.tolist():
+        s = stats.sel({schema.VARIANT: variant})
+        color = variant_color(variant)
+        ax.fill_between(scales, s.p10_psnr_db, s.p90_psnr_db, color=color, alpha=0.07, lw=0)
+        ax.plot(scales, s.p10_psnr_db, ":", color=color, lw=1)
+        ax.plot(scales, s.p90_psnr_db, ":", color=color, lw=1)
+        ax.fill_between(scales, s.ci95_low_db, s.ci95_high_db, color=color, alpha=0.3, lw=0)
+        ax.plot(scales, s.finite_mean_psnr_db, "o-", color=color, label=variant, lw=2)
+    low = float(np.nanmin(stats.p10_psnr_db.values))
+    high = float(np.nanmax(stats.p90_psnr_db.values))
+    ax.set_ylim(low - 0.05 * (high - low), high + 0.4 * (high - low))  # room for the legend
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(scales, [str(int(v)) for v in scales])
+    ax.minorticks_off()
+    ax.set_xlabel("PU scale s (average-pool s×s, then upsample)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title("Mean PSNR by scale")
+    ax.grid(alpha=0.3)
+    top = ax.secondary_xaxis("top")
+    top.set_xticks(
+        scales, [scale_label(int(s), int(r)) for s, r in zip(scales, resolution, strict=True)]
+    )
+    top.tick_params(labelsize=8)
+    top.set_xlabel("resolution (px) and U-Net depth", size=9)
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [
+        Patch(color="0.4", alpha=0.4),
+        Patch(facecolor="0.85", edgecolor="0.3", linestyle=":"),
+    ]
+    labels += ["95% interval of the mean", "10–90% of the images"]
+    ax.legend(
+        handles, labels, loc="upper right", ncols=2, fontsize=9, title="mean PSNR (finite values)"
+    )
+
+
+def _distribution_panel(ax: Any, cube: xr.Dataset) -> None:
+    from matplotlib.patches import Patch
+
+    psnr = cube[schema.PSNR]
+    variants = psnr[schema.VARIANT].values.tolist()
+    scales = psnr[schema.SCALE].values.tolist()
+    resolution = cube[schema.RESOLUTION].values.tolist()
+    width = 0.8 / len(variants)
+    for j, variant in enumerate(variants):
+        data, positions = [], []
+        for k, scale in enumerate(scales):
+            values = psnr.sel({schema.VARIANT: variant, schema.SCALE: scale}).values
+            values = values[np.isfinite(values)]
+            if values.size:
+                data.append(values)
+                positions.append(k + (j - (len(variants) - 1) / 2) * width)
+        if not data:
+            continue
+        color = variant_color(variant)
+        ax.boxplot(
+            data,
+            positions=positions,
+            widths=width * 0.85,
+            patch_artist=True,
+            manage_ticks=False,
+            boxprops={"facecolor": color, "alpha": 0.55, "edgecolor": color},
+            medianprops={"color": "black"},
+            whiskerprops={"color": color},
+            capprops={"color": color},
+            flierprops={"markeredgecolor": color, "markersize": 4},
+        )
+    ax.set_xticks(
+        range(len(scales)),
+        [f"{s}\n{r} px" for s, r in zip(scales, resolution, strict=True)],
+    )
+    ax.set_xlim(-0.6, len(scales) - 0.4)
+    ax.set_xlabel("PU scale s and resolution")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title("Per-image PSNR distribution (box: quartiles, whiskers: 1.5 IQR)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(
+        [Patch(facecolor=variant_color(v), alpha=0.55) for v in variants],
+        variants,
+        loc="upper right",
+        fontsize=9,
+        title="variant",
+    )
+
+
+def plot_psnr(results: xr.Dataset, split: Split = "all", *, progress: bool | None = None) -> Any:
+    """The PSNR figure (:func:`psnr_figure`) of a results store, reading it with progress."""
+    cube = query.load_cube(results, split, progress=progress)
+    if cube.sizes[schema.IMAGE] == 0:
+        raise ValueError(f"no images in split {split!r}")
+    n = cube.sizes[schema.IMAGE]
+    which = "" if split == "all" else f" of split {split!r}"
+    return psnr_figure(
+        cube, title=f"PSNR of the PU transform against the target, {n} images{which}"
+    )
+
+
+def tile_grid(grid: xr.DataArray, gap: int = 4, fill: int = 255) -> np.ndarray:
+    """The grid's cells side by side as one image, without labels.
+
+    Parameters
+    ----------
+    grid : xr.DataArray
+        From :func:`pupsnr_dask.query.pu_grid`, dims ``(variant, scale, y, x, channel)``.
+    gap : int
+        Pixels between cells.
+    fill : int
+        Value of the gap pixels.
+
+    Returns
+    -------
+    np.ndarray
+        uint8, shape ``(V*h + (V-1)*gap, S*w + (S-1)*gap, 3)``; cell ``(j, k)`` starts at row
+        ``j*(h+gap)`` and column ``k*(w+gap)``.
+    """
+    if gap < 0:
+        raise ValueError(f"gap must be >= 0, got {gap!r}")
+    cells = grid.transpose(schema.VARIANT, schema.SCALE, schema.Y, schema.X, schema.CHANNEL).values
+    nv, ns, h, w, c = cells.shape
+    out = np.full((nv * h + (nv - 1) * gap, ns * w + (ns - 1) * gap, c), fill, dtype=np.uint8)
+    for j in range(nv):
+        for k in range(ns):
+            out[j * (h + gap) : j * (h + gap) + h, k * (w + gap) : k * (w + gap) + w] = cells[j, k]
+    return out
+
+
+def psnr_text(value: float) -> str:
+    """A cell title: ``"PSNR 24.61 dB"``, or ``"PSNR ∞ (identical)"``."""
+    if math.isinf(value) and value > 0:
+        return "PSNR ∞ (identical)"
+    return f"PSNR {value:.2f} dB"
+
+
+def grid_figure(grid: xr.DataArray, *, cell_inches: float = 1.9) -> Any:
+    """The labelled PU grid of one image.
+
+    Parameters
+    ----------
+    grid : xr.DataArray
+        From :func:`pupsnr_dask.query.pu_grid`.
+    cell_inches : float
+        Size of one cell.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Rows: variants (labelled on the left); columns: "original" then each scale, labelled
+        with its resolution and U-Net depth on top; each cell titled with its PSNR.
+    """
+    variants = grid[schema.VARIANT].values.tolist()
+    scales = grid[schema.SCALE].values.tolist()
+    resolution = grid[schema.RESOLUTION].values.tolist()
+    fig = new_figure(
+        figsize=(cell_inches * len(scales) + 0.7, cell_inches * len(variants) + 1.5),
+        layout="constrained",
+    )
+    axes = np.atleast_2d(fig.subplots(len(variants), len(scales), squeeze=False))
+    for j, variant in enumerate(variants):
+        for k, scale in enumerate(scales):
+            ax = axes[j, k]
+            ax.imshow(grid.values[j, k], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            value = float(grid[schema.PSNR].values[j, k])
+            ax.set_title(psnr_text(value), size=8.5, pad=3)
+            if j == 0:
+                head = "original" if scale == 1 else f"scale {scale}"
+                ax.annotate(
+                    f"{head}\n{scale_label(scale, resolution[k])}".replace("\n", " · ", 1),
+                    xy=(0.5, 1.0),
+                    xycoords="axes fraction",
+                    xytext=(0, 16),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    size=9.5,
+                    weight="bold",
+                )
+            if k == 0:
+                ax.set_ylabel(variant, size=12, weight="bold")
+    width = fig.get_figwidth()
+    where = f"image {grid.attrs.get('image', '?')}: {grid.attrs.get('source', '?')}"
+    fig.suptitle(textwrap.fill(f"PU transform of {where}", int(width * 8.5)), size=12)
+    caption = (
+        "rows: input variant · columns: PU scale s (average-pool s×s, nearest-neighbour "
+        "upsample) · titles: PSNR against the true image (dB)"
+    )
+    fig.supxlabel(textwrap.fill(caption, int(width * 13)), size=8.5, color="0.3")
+    return fig
+
+
+def plot_grid(
+    images: xr.Dataset | str,
+    image: int | str,
+    variants: Any = tuple(VARIANTS),
+    scales: Any = SCALES,
+) -> Any:
+    """The labelled PU grid (:func:`grid_figure`) of one image of an images store."""
+    return grid_figure(query.pu_grid(images, image, variants, scales))
+
+
+def save_figure(fig: Any, path: str | Path, *, dpi: int = DEFAULT_DPI) -> Path:
+    """Write ``fig`` to ``path`` (format from the extension, e.g. ``.png``); return the path."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise FileNotFoundError(f"folder {str(path.parent)!r} of {str(path)!r} does not exist")
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def png_bytes(fig: Any, *, dpi: int = DEFAULT_DPI) -> bytes:
+    """``fig`` as PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
