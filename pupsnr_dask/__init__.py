@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import xarray
 
 try:
     __version__ = version("pupsnr-dask")
@@ -26,12 +30,12 @@ from pupsnr_dask.schema import StoreError, open_store
 from pupsnr_dask.transforms import gray, gray_kernel, mosaic, mosaic_kernel, pu, pu_kernel
 
 
-def open_images(store: str, **storage_options: object) -> xr.Dataset:  # noqa: F821
+def open_images(store: str, **storage_options: object) -> xarray.Dataset:
     """Open an images store lazily (see :mod:`pupsnr_dask.schema`)."""
     return open_store(store, "images", storage_options=storage_options or None)
 
 
-def open_results(store: str, **storage_options: object) -> xr.Dataset:  # noqa: F821
+def open_results(store: str, **storage_options: object) -> xarray.Dataset:
     """Open a PSNR results store lazily (see :mod:`pupsnr_dask.schema`)."""
     return open_store(store, "psnr", storage_options=storage_options or None)
 

@@ -520,6 +520,7 @@ def advise_cmd(
             storage_options=storage_options,
         )
     else:  # check and pair everything before starting a cluster
+        assert predictions is not None  # the UsageError above
         plan = plan_advice(
             results,
             predictions,

@@ -431,7 +431,7 @@ def summarize(results: xr.Dataset, split: Split = "all") -> xr.Dataset:
                 if n > 1
                 else psnr.mean(schema.IMAGE) * np.nan,
                 "psnr_of_mean_mse_db": xr.apply_ufunc(psnr_from_mse, mse.mean(schema.IMAGE)),
-                "n_infinite": np.isinf(psnr).sum(schema.IMAGE),
+                "n_infinite": xr.apply_ufunc(np.isinf, psnr).sum(schema.IMAGE),
             }
         )
     out["n_images"] = n

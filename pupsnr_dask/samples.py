@@ -40,7 +40,7 @@ SAMPLE_FILES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 
 def sample_paths() -> list[tuple[str, Path]]:
     """``(package, path)`` of each sample image available in this environment."""
-    paths = []
+    paths: list[tuple[str, Path]] = []
     for package, folder, names in SAMPLE_FILES:
         spec = importlib.util.find_spec(package)
         if spec is None or spec.origin is None:

@@ -251,21 +251,20 @@ def pu(images: da.Array, scale: int) -> da.Array:
     """
     _check_lazy(images)
     check_scale(scale, images.shape[1])
-    return images.map_blocks(
-        pu_kernel, scale, dtype=np.float64, name=f"pupsnr-pu{scale}-{tokenize(images, scale)}"
-    )
+    name = f"pupsnr-pu{scale}-{tokenize(images, scale)}"
+    return da.map_blocks(pu_kernel, images, scale, dtype=np.float64, name=name)
 
 
 def gray(images: da.Array) -> da.Array:
     """Lazy gray variant, one task per chunk; see :func:`gray_kernel`."""
     _check_lazy(images)
-    return images.map_blocks(gray_kernel, dtype=np.uint8, name=f"pupsnr-gray-{tokenize(images)}")
+    name = f"pupsnr-gray-{tokenize(images)}"
+    return da.map_blocks(gray_kernel, images, dtype=np.uint8, name=name)
 
 
 def mosaic(images: da.Array) -> da.Array:
     """Lazy mosaic variant, one task per chunk; see :func:`mosaic_kernel`."""
     _check_lazy(images)
     check_scale(MOSAIC_SCALE, images.shape[1])
-    return images.map_blocks(
-        mosaic_kernel, dtype=np.uint8, name=f"pupsnr-mosaic-{tokenize(images)}"
-    )
+    name = f"pupsnr-mosaic-{tokenize(images)}"
+    return da.map_blocks(mosaic_kernel, images, dtype=np.uint8, name=name)

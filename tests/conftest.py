@@ -78,3 +78,28 @@ def random_photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         base = 128 + 90 * np.sin(3 * a * yy + 5 * b * xx + c)
         channels.append(base + rng.normal(0, 8, (h, w)))
     return np.clip(np.stack(channels, -1), 0, 255).astype(np.uint8)
+
+
+def images_dataset(pixels: np.ndarray, chunk: int):
+    """An in-memory images dataset (the layout of an images store) over ``pixels``, lazy."""
+    import dask.array as da
+    import xarray as xr
+
+    n, size = len(pixels), pixels.shape[1]
+    return xr.Dataset(
+        {
+            "images": (
+                ("image", "y", "x", "channel"),
+                da.from_array(pixels, chunks=(chunk, -1, -1, -1)),
+            )
+        },
+        coords={
+            "image": np.arange(n),
+            "source": ("image", [f"{i}.png" for i in range(n)]),
+            "color_score": ("image", np.zeros(n)),
+            "split": ("image", ["train"] * n),
+            "original_width": ("image", np.full(n, size)),
+            "original_height": ("image", np.full(n, size)),
+        },
+        attrs={"pupsnr_kind": "images"},
+    )

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import reference
 import xarray as xr
+from conftest import images_dataset
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -12,29 +13,6 @@ from hypothesis.extra.numpy import arrays
 from pupsnr_dask import build_psnr_cube, open_images, open_results, run, summarize
 from pupsnr_dask.experiment import SCALES, VARIANTS
 from pupsnr_dask.metrics import psnr_from_mse
-
-
-def _images_dataset(pixels: np.ndarray, chunk: int) -> xr.Dataset:
-    import dask.array as da
-
-    n = len(pixels)
-    return xr.Dataset(
-        {
-            "images": (
-                ("image", "y", "x", "channel"),
-                da.from_array(pixels, chunks=(chunk, -1, -1, -1)),
-            )
-        },
-        coords={
-            "image": np.arange(n),
-            "source": ("image", [f"{i}.png" for i in range(n)]),
-            "color_score": ("image", np.zeros(n)),
-            "split": ("image", ["train"] * n),
-            "original_width": ("image", np.full(n, 64)),
-            "original_height": ("image", np.full(n, 64)),
-        },
-        attrs={"pupsnr_kind": "images"},
-    )
 
 
 def test_results_layout(results_store):
@@ -73,7 +51,7 @@ def test_literal_method_agrees_and_results_do_not_depend_on_chunking(images_stor
     assert np.max(np.abs(base["psnr"].values[finite] - literal["psnr"].values[finite])) < 1e-9
     pixels = images["images"].values
     for chunk in (1, 3, len(pixels)):
-        other = build_psnr_cube(_images_dataset(pixels, chunk)).compute(scheduler="threads")
+        other = build_psnr_cube(images_dataset(pixels, chunk)).compute(scheduler="threads")
         assert other["psnr"].values.tobytes() == base["psnr"].values.tobytes()
         assert other["mse"].values.tobytes() == base["mse"].values.tobytes()
 
@@ -84,7 +62,7 @@ def test_literal_method_agrees_and_results_do_not_depend_on_chunking(images_stor
 )
 def test_random_images_match_the_reference(pixels, chunk):
     scales = (1, 2, 4, 16)
-    cube = build_psnr_cube(_images_dataset(pixels, chunk), scales=scales).compute(scheduler="sync")
+    cube = build_psnr_cube(images_dataset(pixels, chunk), scales=scales).compute(scheduler="sync")
     for i, img in enumerate(pixels):
         expected = reference.psnr_table(img, scales)
         for (variant, scale), value in expected.items():

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import reference
 import xarray as xr
+from conftest import images_dataset
 from dask.callbacks import Callback
 from hypothesis import given
 from hypothesis import strategies as st
@@ -156,11 +157,11 @@ def test_results_are_bit_identical_for_any_chunking_of_512_pixel_images():
     base[0] = 255  # the overflow edge inside a real cube too
     cubes = []
     for chunk in (1, 2, 3):
-        ds = _images_dataset(base, chunk)
+        ds = images_dataset(base, chunk)
         cubes.append(build_psnr_cube(ds).compute(scheduler="sync"))
     for other in cubes[1:]:
         assert other["mse"].values.tobytes() == cubes[0]["mse"].values.tobytes()
-    literal = build_psnr_cube(_images_dataset(base, 3), method="literal").compute(scheduler="sync")
+    literal = build_psnr_cube(images_dataset(base, 3), method="literal").compute(scheduler="sync")
     a, b = cubes[0]["psnr"].values, literal["psnr"].values
     finite = np.isfinite(a)
     assert np.array_equal(finite, np.isfinite(b))
@@ -219,25 +220,3 @@ def test_benchmark_script_prints_its_table(tmp_path):
     assert "images/s" in out and "targets" in out
     assert "max |dB difference| vs default path = 0.0e+00" in out
 
-
-def _images_dataset(pixels: np.ndarray, chunk: int) -> xr.Dataset:
-    import dask.array as da
-
-    n, size = len(pixels), pixels.shape[1]
-    return xr.Dataset(
-        {
-            "images": (
-                ("image", "y", "x", "channel"),
-                da.from_array(pixels, chunks=(chunk, -1, -1, -1)),
-            )
-        },
-        coords={
-            "image": np.arange(n),
-            "source": ("image", [f"{i}.png" for i in range(n)]),
-            "color_score": ("image", np.zeros(n)),
-            "split": ("image", ["train"] * n),
-            "original_width": ("image", np.full(n, size)),
-            "original_height": ("image", np.full(n, size)),
-        },
-        attrs={"pupsnr_kind": "images"},
-    )
