@@ -125,16 +125,19 @@ def _cluster(scheduler: str | None, n_workers: int | None, quiet: bool) -> Itera
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="pupsnr-dask", prog_name="pupsnr")
 def cli() -> None:
-    r"""How much image quality survives at each depth of a U-Net.
+    """How much image quality survives at each depth of a U-Net.
 
     Typical use: ingest a folder of images, run the experiment, report the table.
 
     \b
       pupsnr ingest SRC -o data.zarr
       pupsnr run data.zarr -o psnr.zarr
-      pupsnr report psnr.zarr
-      pupsnr demo            # all three on bundled sample photos
-    """
+      pupsnr report psnr.zarr [--plot p.png] [--html report.html]
+      pupsnr grid data.zarr --image 0 -o grid.png
+      pupsnr advise psnr.zarr --predictions MODEL_OUTPUTS --variant gray
+      pupsnr verify data.zarr
+      pupsnr demo            # ingest, run, report on bundled sample photos
+    """  # noqa: D301
 
 
 @cli.command("ingest")

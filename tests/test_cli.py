@@ -85,7 +85,10 @@ def test_bad_usage_is_one_line_and_exit_2(args, message, tmp_path, small_src, im
 
 def test_help_and_version(capsys):
     assert main(["--help"]) == 0
-    assert "ingest" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ingest" in out and "advise" in out
+    assert "\\b" not in out  # click's no-rewrap marker must not leak into the help
+    assert "  pupsnr run data.zarr -o psnr.zarr\n" in out
     assert main(["--version"]) == 0
     assert "pupsnr" in capsys.readouterr().out
 
