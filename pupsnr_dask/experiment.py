@@ -102,7 +102,7 @@ def build_psnr_cube(
     variants, scales = check_selection(variants, scales, size)
     pixels = images[schema.IMAGES].data
     if not isinstance(pixels, da.Array):
-        pixels = da.from_array(pixels, chunks=(schema_chunk(len(pixels)), -1, -1, -1))
+        pixels = da.from_array(pixels, chunks=(schema.DEFAULT_CHUNK_SIZE, -1, -1, -1))
     pixels = pixels.rechunk({1: -1, 2: -1, 3: -1})
     mse = da.blockwise(
         cube_kernel,
@@ -119,11 +119,6 @@ def build_psnr_cube(
     )
     psnr = mse.map_blocks(psnr_from_mse, dtype=np.float64, name=f"pupsnr-psnr-{tokenize(mse)}")
     return _label_cube(images, psnr, mse, variants, scales, size, method)
-
-
-def schema_chunk(n: int) -> int:
-    """Default images per chunk for in-memory input."""
-    return max(1, min(n, 32))
 
 
 def _label_cube(

@@ -47,7 +47,7 @@ from pupsnr_dask.cluster import compute
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 DEFAULT_SIZE = 256
 DEFAULT_THRESHOLD = 0.995
-DEFAULT_CHUNK_SIZE = 32
+DEFAULT_CHUNK_SIZE = schema.DEFAULT_CHUNK_SIZE
 #: zstd level of the stored pixels (staging and final). Measured on photos (see
 #: benchmarks/RESULTS.md): level 1 keeps 95 % of the compression of zarr's default (level 3)
 #: and writes ~3x, reads ~1.3x faster.

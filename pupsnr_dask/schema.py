@@ -53,6 +53,8 @@ IMAGE_COORDS = (SOURCE, COLOR_SCORE, SPLIT, ORIGINAL_WIDTH, ORIGINAL_HEIGHT)
 
 SPLITS = ("train", "test")
 DATA_RANGE = 255
+#: Images per chunk along ``image`` (and per ingest task); 32 measured best (benchmarks/RESULTS.md).
+DEFAULT_CHUNK_SIZE = 32
 
 KIND_ATTR = "pupsnr_kind"
 VERSION_ATTR = "pupsnr_version"
