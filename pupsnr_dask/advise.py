@@ -53,12 +53,13 @@ import xarray as xr
 from dask.base import tokenize
 from PIL import Image
 
-from pupsnr_dask import schema
+from pupsnr_dask import plots, schema
 from pupsnr_dask.cluster import compute
 from pupsnr_dask.experiment import Split, select_split
 from pupsnr_dask.ingest import IMAGE_EXTENSIONS, decode_rgb, list_files, resize_lanczos
 from pupsnr_dask.metrics import psnr_from_mse, psnr_kernel
-from pupsnr_dask.report import FORMATS, Format, format_value
+from pupsnr_dask.report import FORMATS, Format, format_value, records_to_csv
+from pupsnr_dask.stats import t_half_width
 
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_BATCH_SIZE = 32
@@ -376,53 +377,6 @@ def build_output_psnr(
 # --- statistics --------------------------------------------------------------------------------
 
 
-def t_quantile(q: float, df: int) -> float:
-    """Quantile ``q`` (in (0.5, 1)) of Student's t distribution with ``df`` degrees of freedom.
-
-    Exact closed form of ``P(|T| <= t)`` for integer ``df`` (Abramowitz & Stegun 26.7.3-4),
-    inverted by bisection; no SciPy needed.
-
-    Examples
-    --------
-    >>> round(t_quantile(0.975, 1), 4), round(t_quantile(0.975, 10), 4)
-    (12.7062, 2.2281)
-    """
-    if not 0.5 < q < 1.0:
-        raise ValueError(f"q must be in (0.5, 1), got {q!r}")
-    if int(df) != df or df < 1:
-        raise ValueError(f"df must be a positive integer, got {df!r}")
-    target = 2.0 * q - 1.0
-    lo, hi = 0.0, 1.0
-    while _t_central(hi, int(df)) < target:
-        lo, hi = hi, hi * 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _t_central(mid, int(df)) < target:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-13 * hi:
-            break
-    return 0.5 * (lo + hi)
-
-
-def _t_central(t: float, df: int) -> float:
-    """``P(|T| <= t)`` for Student's t with integer ``df``."""
-    theta = math.atan(t / math.sqrt(df))
-    s, c2 = math.sin(theta), math.cos(theta) ** 2
-    if df % 2:
-        k = np.arange(1, (df - 1) // 2)  # terms c, (2/3) c^3, (2*4)/(3*5) c^5, ...
-        terms = np.cumprod(np.concatenate([[1.0], 2 * k / (2 * k + 1) * c2]))
-        return (
-            (2 / math.pi) * (theta + s * math.sqrt(c2) * terms.sum())
-            if df > 1
-            else (2 * theta / math.pi)
-        )
-    k = np.arange(1, df // 2)  # terms 1, (1/2) c^2, (1*3)/(2*4) c^4, ...
-    terms = np.cumprod(np.concatenate([[1.0], (2 * k - 1) / (2 * k) * c2]))
-    return s * float(terms.sum())
-
-
 def psnr_ceiling_db(size: int, data_range: float = schema.DATA_RANGE) -> float:
     """PSNR of the smallest non-zero error between uint8 ``size x size x 3`` images.
 
@@ -505,7 +459,7 @@ def compare_paired(
     diff = np.minimum(output_db, ceiling)[:, None] - np.minimum(p_db, ceiling)
     mean = diff.mean(axis=0)
     if n >= 2:
-        half = t_quantile(0.5 + confidence / 2, n - 1) * diff.std(axis=0, ddof=1) / math.sqrt(n)
+        half = t_half_width(diff.std(axis=0, ddof=1), n, confidence)
     else:
         half = np.full(mean.shape, np.nan)
     low, high = mean - half, mean + half
@@ -1075,15 +1029,7 @@ def _numeric_records(ds: xr.Dataset, json_safe: bool) -> list[dict[str, Any]]:
 
 
 def _csv(ds: xr.Dataset) -> str:
-    import csv
-    import io
-
-    records = _numeric_records(ds, json_safe=False)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(records[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    return buf.getvalue()
+    return records_to_csv(_numeric_records(ds, json_safe=False))
 
 
 def _json(ds: xr.Dataset) -> str:
@@ -1115,10 +1061,7 @@ def _json(ds: xr.Dataset) -> str:
 
 def check_plotting() -> None:
     """Raise ImportError, with the install hint, unless matplotlib can be imported."""
-    import importlib.util
-
-    if importlib.util.find_spec("matplotlib") is None:
-        raise ImportError("plots need matplotlib: pip install 'pupsnr-dask[plot]'")
+    plots.require_matplotlib()
 
 
 def plot_advice(ds: xr.Dataset, path: str | None = None) -> Any:

@@ -125,10 +125,14 @@ def _records(summary: xr.Dataset, *, json_safe: bool) -> list[dict[str, Any]]:
     return out
 
 
-def _csv(summary: xr.Dataset) -> str:
-    records = _records(summary, json_safe=False)  # "inf" and "nan", which float() reads back
+def records_to_csv(records: list[dict[str, Any]]) -> str:
+    """CSV text with a header row from a list of same-keyed dicts ("inf"/"nan" kept as such)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(records[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(records)
     return buf.getvalue()
+
+
+def _csv(summary: xr.Dataset) -> str:
+    return records_to_csv(_records(summary, json_safe=False))

@@ -26,11 +26,11 @@ from pupsnr_dask.advise import (
     match_predictions,
     plot_advice,
     psnr_ceiling_db,
-    t_quantile,
 )
 from pupsnr_dask.cli import main
 from pupsnr_dask.ingest import resize_lanczos
 from pupsnr_dask.metrics import psnr_kernel
+from pupsnr_dask.stats import t_half_width, t_quantile
 from pupsnr_dask.transforms import pu_kernel
 
 FORMATS = (".png", ".tif", ".bmp", ".webp")  # lossless; ".webp" saved with lossless=True
@@ -98,11 +98,25 @@ def test_matching_report_lists_a_few_names():
 # --- statistics ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("df", [1, 2, 3, 4, 7, 13, 30, 101, 2000])
-@pytest.mark.parametrize("q", [0.8, 0.975, 0.995])
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 7, 9, 13, 30, 50, 101, 1000, 2000])
+@pytest.mark.parametrize("q", [0.025, 0.2, 0.8, 0.975, 0.995])
 def test_t_quantile_matches_scipy(df, q):
     stats = pytest.importorskip("scipy.stats")
     assert t_quantile(q, df) == pytest.approx(stats.t.ppf(q, df), rel=1e-9)
+
+
+def test_t_quantile_rejects_bad_arguments_and_gives_the_interval_half_width():
+    stats = pytest.importorskip("scipy.stats")
+    assert t_quantile(0.5, 7) == 0.0
+    for q in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="q must be"):
+            t_quantile(q, 5)
+    for df in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="df must be"):
+            t_quantile(0.975, df)
+    std = np.array([1.0, 2.5])
+    want = stats.t.ppf(0.95, 9) * std / math.sqrt(10)
+    np.testing.assert_allclose(t_half_width(std, 10, 0.9), want, rtol=1e-9)
 
 
 def test_interval_is_the_student_t_interval_of_paired_differences():
