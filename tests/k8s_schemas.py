@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
 import yaml
 
 DASK_GROUP = "kubernetes.dask.org"
@@ -45,7 +44,7 @@ _OBJECT_META = {
 
 def crd_dir() -> Path:
     """The CRD folder inside the installed dask-kubernetes package."""
-    dask_kubernetes = pytest.importorskip("dask_kubernetes", reason="needs dask-kubernetes")
+    import dask_kubernetes
     path = Path(dask_kubernetes.__file__).parent / CRD_SUBDIR
     assert path.is_dir(), f"dask-kubernetes no longer ships its CRDs under {path}"
     return path
@@ -127,9 +126,7 @@ def validate_dask_resource(doc: dict[str, Any], *, strict: bool = True) -> None:
 
 def kubernetes_versions() -> list[str]:
     """Kubernetes versions to validate built-in kinds against: the oldest we claim, the newest."""
-    kubernetes_validate = pytest.importorskip(
-        "kubernetes_validate", reason="needs kubernetes-validate"
-    )
+    import kubernetes_validate
     return [OLDEST_KUBERNETES, kubernetes_validate.latest_version()]
 
 

@@ -40,7 +40,6 @@ class S3:
 @pytest.fixture(scope="module")
 def s3(sample_dir, tmp_path_factory):
     """moto's S3 server on 127.0.0.1 with the sample photos under s3://pupsnr-test/src/."""
-    pytest.importorskip("s3fs")
     from moto.server import ThreadedMotoServer
     from s3fs import S3FileSystem
 
