@@ -370,8 +370,8 @@ def _score_one_image(
 ) -> np.ndarray:
     """``(len(scales), len(metrics))`` scores of one uint8 ``(h, w, 3)`` image."""
     h, w, _ = x.shape
-    x_sums = _block_sums(x, scales)
     v_sums = _block_sums(v, scales)
+    x_sums = _block_sums(x, scales) if "psnr" in metrics else {}
     x2 = _dot64(x, x) if "psnr" in metrics else 0
     y_true = rgb_to_y(x) if "psnr_y" in metrics else None
     truth = _SsimTruth(x.astype(np.float64)) if "ssim" in metrics else None
