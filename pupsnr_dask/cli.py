@@ -351,15 +351,16 @@ def report_cmd(
         plots.save_figure(plots.plot_psnr(ds, split, progress=progress), plot_file)
         click.echo(f"pupsnr: plot written to {plot_file}", err=True)
     if html_file is not None:
-        _, note = html_report.write_html(
-            results,
-            html_file,
-            images=images,
-            split=split,
-            top=top,
-            storage_options=storage_options,
-            progress=progress,
-        )
+        with verify.damage_named(images, results, storage_options=storage_options):
+            _, note = html_report.write_html(
+                results,
+                html_file,
+                images=images,
+                split=split,
+                top=top,
+                storage_options=storage_options,
+                progress=progress,
+            )
         click.echo(f"pupsnr: HTML report written to {html_file} ({note})", err=True)
 
 
@@ -406,7 +407,8 @@ def grid_cmd(
 
     plots.require_matplotlib()
     ds = schema.open_store(store, "images", storage_options=storage_options)
-    grid = query.pu_grid(ds, image, variants, scales)
+    with verify.damage_named(store, storage_options=storage_options):
+        grid = query.pu_grid(ds, image, variants, scales)
     plots.save_figure(plots.grid_figure(grid), output, dpi=dpi)
     where = f"image {grid.attrs['image']} ({grid.attrs['source']})"
     click.echo(f"PU grid of {where} written to {output}")
@@ -513,33 +515,35 @@ def advise_cmd(
         raise click.UsageError("give exactly one of --predictions and --output-psnr")
     if plot_path:
         check_plotting()
-    if output_psnr is not None:
-        ds = advise(
-            results,
-            output_psnr=output_psnr,
-            variant=variant,
-            split=split,
-            margin_db=margin_db,
-            storage_options=storage_options,
-        )
-    else:  # check and pair everything before starting a cluster
-        assert predictions is not None  # the UsageError above
-        plan = plan_advice(
-            results,
-            predictions,
-            variant=variant,
-            images=images,
-            split=split,
-            storage_options=storage_options,
-        )
-        with _cluster(scheduler, n_workers, quiet):
-            ds = run_advice(
-                plan,
-                confidence=confidence,
+    # a damaged chunk of the images (or prediction) store, named
+    with verify.damage_named(images, results, predictions, storage_options=storage_options):
+        if output_psnr is not None:
+            ds = advise(
+                results,
+                output_psnr=output_psnr,
+                variant=variant,
+                split=split,
                 margin_db=margin_db,
-                batch_size=batch_size,
-                progress=False if quiet else None,
+                storage_options=storage_options,
             )
+        else:  # check and pair everything before starting a cluster
+            assert predictions is not None  # the UsageError above
+            plan = plan_advice(
+                results,
+                predictions,
+                variant=variant,
+                images=images,
+                split=split,
+                storage_options=storage_options,
+            )
+            with _cluster(scheduler, n_workers, quiet):
+                ds = run_advice(
+                    plan,
+                    confidence=confidence,
+                    margin_db=margin_db,
+                    batch_size=batch_size,
+                    progress=False if quiet else None,
+                )
     if fmt == "csv" and "matching_report" in ds.attrs:
         click.echo("\n".join(ds.attrs["matching_report"]), err=True)
     click.echo(format_advice(ds, fmt))

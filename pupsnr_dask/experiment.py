@@ -222,12 +222,22 @@ def run(
         except (ConnectionError, durable.StoreLockedError):
             raise
         except Exception as err:  # a damaged chunk fails deep inside zarr's codecs
-            raise schema.StoreError(
-                f"computing the PSNR of {store!r} failed ({type(err).__name__}: {err}); a damaged "
-                f"chunk? `pupsnr verify {store}` checks every one. Rerunning resumes the run."
-            ) from err
+            raise schema.StoreError(_failure_message(store, storage_options, err)) from err
         _forget_plan(results, storage_options)
     return schema.open_store(results, "psnr", storage_options=storage_options)
+
+
+def _failure_message(store: str, so: dict[str, Any] | None, err: Exception) -> str:
+    """One line for a failed computation: the damaged chunk of ``store`` when one is found."""
+    from pupsnr_dask import verify
+
+    found = verify.damage_message([store], so)
+    if found:
+        return f"computing the PSNR failed: {found}"
+    return (
+        f"computing the PSNR of {store!r} failed ({type(err).__name__}: {err}); a damaged "
+        f"chunk? `pupsnr verify {store}` checks every one. Rerunning resumes the run."
+    )
 
 
 RUN_PLAN_VERSION = 1

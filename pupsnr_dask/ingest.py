@@ -59,10 +59,8 @@ PLAN_VERSION = 1
 
 
 def pixels_compressors() -> tuple[Any, ...]:
-    """The Zarr codecs of the pixel arrays: zstd at :data:`PIXELS_ZSTD_LEVEL`."""
-    from zarr.codecs import ZstdCodec
-
-    return (ZstdCodec(level=PIXELS_ZSTD_LEVEL),)
+    """The Zarr codecs of the pixel arrays: zstd at :data:`PIXELS_ZSTD_LEVEL`, a checksum."""
+    return schema.compressors(PIXELS_ZSTD_LEVEL)
 
 
 @dataclass(frozen=True)
@@ -556,9 +554,7 @@ def _staging_usable(job: _Job, plan: dict[str, Any]) -> bool:
     return staging.shape == (len(plan["files"]), size, size, 3) and staging.chunks[0] == chunk
 
 
-def _plan_new_files(
-    job: _Job, sources: list[str], summary: IngestSummary
-) -> dict[str, Any] | None:
+def _plan_new_files(job: _Job, sources: list[str], summary: IngestSummary) -> dict[str, Any] | None:
     """Plan the ingest of the files of SRC that the store does not know yet (None: up to date)."""
     base = _existing_store(job)
     if base is None:

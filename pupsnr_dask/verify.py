@@ -22,10 +22,12 @@ refuse a damaged store with a message naming what is wrong.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +103,9 @@ def metadata_defects(
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             out.append(f"metadata file {key!r} is not valid JSON (truncated?): {err}")
             continue
+        except RecursionError:
+            out.append(f"metadata file {key!r} is nested too deeply to be read (damaged?)")
+            continue
         except OSError as err:
             out.append(f"metadata file {key!r} cannot be read: {err}")
             continue
@@ -164,21 +169,174 @@ def missing_chunks(
     return out
 
 
-def unreadable_chunks(store: str, storage_options: dict[str, Any] | None = None) -> list[str]:
-    """Every stored object of every array read in this process: the failures, by key.
+def unreadable_chunks(
+    store: str, storage_options: dict[str, Any] | None = None, *, skip: tuple[str, ...] = ()
+) -> list[str]:
+    """Every stored object of every array but ``skip`` read in this process: the failures.
 
-    For small stores (results); :func:`verify_store` reads big ones in parallel.
+    For small stores (results) and small arrays (labels); :func:`verify_store` reads big ones
+    in parallel.
     """
     group = _open_group(store, storage_options, consolidated=None)
     out = []
     for name, arr in sorted(group.arrays()):
+        if name in skip:
+            continue
         for pos, region in chunk_regions(arr):
             try:
                 arr[region]
             except Exception as err:  # codec, JSON or I/O errors: all mean unreadable
-                key = f"{name}/{arr.metadata.encode_chunk_key(pos)}"
-                out.append(f"chunk {key!r} cannot be read: {type(err).__name__}: {err}")
+                out.append(chunk_problem(f"{name}/{arr.metadata.encode_chunk_key(pos)}", err))
     return out
+
+
+def chunk_problem(key: str, err: BaseException) -> str:
+    """One line saying why the stored object ``key`` could not be read or decoded."""
+    if _is_checksum_error(err):
+        return f"chunk {key!r} is damaged (checksum mismatch)"
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"chunk {key!r} cannot be read: {type(err).__name__}: {text}"
+
+
+def _is_checksum_error(err: BaseException) -> bool:
+    """Zarr's crc32c codec (ValueError) and zstd (RuntimeError) name the checksum."""
+    return isinstance(err, ValueError | RuntimeError) and "checksum" in str(err).lower()
+
+
+def _looks_like_damage(err: BaseException) -> bool:
+    """A checksum or decompression failure anywhere in the chain of ``err``."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).lower()
+        if "checksum" in text or "decompress" in text or "corrupt" in text:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def checksum_matches(data: bytes) -> bool:
+    """True when ``data`` ends with the CRC-32C of the rest, as zarr's ``crc32c`` codec writes.
+
+    Examples
+    --------
+    >>> import google_crc32c
+    >>> data = b"pixels" + np.uint32(google_crc32c.value(b"pixels")).tobytes()
+    >>> checksum_matches(data), checksum_matches(b"pixelz" + data[-4:]), checksum_matches(b"")
+    (True, False, False)
+    """
+    import google_crc32c
+
+    if len(data) < 4:
+        return False
+    return np.uint32(google_crc32c.value(data[:-4])).tobytes() == data[-4:]
+
+
+def first_damaged_chunk(
+    store: str,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    skip: tuple[str, ...] = (),
+    rows: tuple[int, int] | None = None,
+) -> str | None:
+    """The first missing, damaged or undecodable stored object of the store, or None.
+
+    Labels first, then the pixels (or the cube). A chunk that ends with a checksum has its raw
+    bytes checked, without decompressing; others (stores written before checksums) are decoded.
+    ``rows`` limits the search to the chunks holding images ``rows[0] .. rows[1] - 1``. For the
+    error paths of commands that failed reading a store: it may read the whole store.
+    """
+    fs, root = _fs(store, storage_options)
+    group = _open_group(store, storage_options, consolidated=None)
+    arrays = sorted(group.arrays(), key=lambda item: (item[0] in BIG_ARRAYS, item[0]))
+    for name, arr in arrays:
+        if name in skip:
+            continue
+        checked = arr.metadata.zarr_format == 3 and schema.ends_with_checksum(arr.metadata.codecs)
+        for pos, region in chunk_regions(arr):
+            if rows is not None and (region[0].stop <= rows[0] or region[0].start >= rows[1]):
+                continue
+            key = f"{name}/{arr.metadata.encode_chunk_key(pos)}"
+            try:
+                if checked:
+                    if not checksum_matches(fs.cat_file(f"{root}/{key}")):
+                        return f"chunk {key!r} is damaged (checksum mismatch)"
+                else:
+                    arr[region]
+            except FileNotFoundError:
+                return f"chunk {key!r} is missing"
+            except Exception as err:
+                return chunk_problem(key, err)
+    return None
+
+
+def _with_recorded(stores: list[str | None], storage_options: dict[str, Any] | None) -> list[str]:
+    out: list[str] = []
+    for store in stores:
+        if store and store not in out:
+            out.append(store)
+            recorded = recorded_images_store(store, storage_options)
+            if recorded and recorded not in out:
+                out.append(recorded)
+    return out
+
+
+def recorded_images_store(store: str, storage_options: dict[str, Any] | None) -> str | None:
+    """The ``images_store`` attribute of a results store when it is a string, else None."""
+    try:
+        recorded = _open_group(store, storage_options, consolidated=None).attrs.get("images_store")
+    except Exception:  # not a store, or unreadable metadata
+        return None
+    return recorded if isinstance(recorded, str) else None
+
+
+#: Arrays searched last by :func:`first_damaged_chunk`: the big ones.
+BIG_ARRAYS = frozenset({schema.IMAGES, schema.PSNR, schema.MSE})
+
+
+def damage_message(
+    stores: list[str | None],
+    storage_options: dict[str, Any] | None = None,
+    *,
+    skip: tuple[str, ...] = (),
+) -> str | None:
+    """One line naming the first damaged chunk of the first damaged store, or None.
+
+    The images store recorded in a results store (its ``images_store`` attribute) is searched
+    right after it.
+    """
+    for store in _with_recorded(stores, storage_options):
+        try:
+            found = first_damaged_chunk(store, storage_options, skip=skip)
+        except Exception:  # not a store (a folder of predictions), or its metadata is gone
+            continue
+        if found:
+            return f"{store!r}: {found}: `pupsnr verify` lists every defect"
+    return None
+
+
+@contextlib.contextmanager
+def damage_named(
+    *stores: str | None, storage_options: dict[str, Any] | None = None
+) -> Iterator[None]:
+    """Turn a chunk that fails to decode while reading ``stores`` into one :class:`StoreError`.
+
+    The error names the store and the chunk (see :func:`first_damaged_chunk`); failures that
+    do not look like damage (no checksum or decompression error), and damage not found in
+    ``stores``, are raised unchanged.
+    """
+    try:
+        yield
+    except schema.StoreError:
+        raise
+    except Exception as err:
+        if not _looks_like_damage(err):
+            raise
+        named = damage_message(list(stores), storage_options)
+        if named is None:
+            raise
+        raise schema.StoreError(named) from err
 
 
 def verify_store(
@@ -229,7 +387,13 @@ def verify_store(
     ds = _open_dataset(store, storage_options, report)
     if ds is None:
         return report
-    report.defects += _chunk_defects(store, storage_options, keys, report, progress)
+    labels = schema.label_defects(ds, report.kind)  # type: ignore[arg-type]
+    report.defects += labels
+    chunks = _chunk_defects(store, storage_options, keys, report, progress)
+    report.defects += chunks
+    pixels_only = all(d.startswith((f"chunk '{schema.IMAGES}/", "image ")) for d in chunks)
+    if labels or not pixels_only:
+        return report  # the checks below read those attributes and labels
     if report.kind == "images":
         report.defects += _images_defects(ds)
     elif report.kind == "psnr":
@@ -267,7 +431,7 @@ def _open_dataset(store: str, storage_options: dict[str, Any] | None, report: Ve
         return None
     report.kind = kind
     try:
-        schema.validate(ds, kind, name=store)
+        schema.check_layout(ds, kind, name=store)
     except schema.StoreError as err:
         report.defects.append(str(err))
         return None
@@ -325,7 +489,7 @@ def _read_chunk(
     try:
         block = np.asarray(zarr.open_array(url, mode="r", storage_options=storage_options)[region])
     except Exception as err:
-        return [f"chunk {key!r} cannot be read: {type(err).__name__}: {err}"]
+        return [chunk_problem(key, err)]
     if check_zero:
         blank = np.flatnonzero(block.reshape(len(block), -1).max(axis=1) == 0)
         first = region[0].start
@@ -475,7 +639,15 @@ def _recompute_chunk(
 
     url = f"{images.rstrip('/')}/{schema.IMAGES}"
     pixels = zarr.open_array(url, mode="r", storage_options=storage_options)
-    block = np.asarray(pixels[start : start + len(stored)])
+    try:
+        block = np.asarray(pixels[start : start + len(stored)])
+    except Exception as err:
+        rows = (start, start + len(stored))
+        found = first_damaged_chunk(images, storage_options, rows=rows) or f"{err}"
+        return [
+            f"images {start} .. {rows[1] - 1} cannot be recomputed: images store {images!r}: "
+            f"{found}"
+        ]
     fresh = cube_kernel(block, variants, scales, method)  # type: ignore[arg-type]
     differ = np.flatnonzero((fresh != stored).reshape(len(stored), -1).any(axis=1))
     return [f"image {start + int(i)}: stored MSE differs from the recomputed one" for i in differ]

@@ -66,7 +66,7 @@ IMAGE_DAMAGES = {
     ),
     "garbage chunk": (
         lambda p: (p / "images/c/0/0/0/0").write_bytes(b"garbage" * 9),
-        "chunk 'images/c/0/0/0/0' cannot be read",
+        "chunk 'images/c/0/0/0/0' is damaged (checksum mismatch)",
     ),
     "truncated metadata": (
         lambda p: (p / "color_score/zarr.json").write_text('{"shape": [8'),
