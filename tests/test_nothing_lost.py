@@ -164,27 +164,36 @@ def test_implicit_deletions_spare_what_is_not_ours(world, tmp_path):
     assert snapshot(world) == before
 
 
-def test_glob_characters_in_s3_names_are_names(s3, tmp_path):  # noqa: F811
+@pytest.fixture(scope="module")
+def s3_bucket(s3):  # noqa: F811
+    """The moto server of tests/test_s3.py; its bucket is removed afterwards (moto's state is
+    per process, and test_s3.py creates the bucket again)."""
+    yield s3
+    s3.fs.rm(BUCKET, recursive=True)
+
+
+def test_glob_characters_in_s3_names_are_names(s3_bucket, tmp_path):
     """`d*.zarr` is one store, not a pattern; `r[1].zarr` finishes and unlocks."""
+    server = s3_bucket
     make_src(tmp_path / "src", 4)
-    s3.fs.put(f"{tmp_path / 'src'}/", f"{BUCKET}/globsrc/", recursive=True)
-    src, opts, base = f"s3://{BUCKET}/globsrc", s3.options(), f"s3://{BUCKET}/globs"
+    server.fs.put(f"{tmp_path / 'src'}/", f"{BUCKET}/globsrc/", recursive=True)
+    src, opts, base = f"s3://{BUCKET}/globsrc", server.options(), f"s3://{BUCKET}/globs"
     with dask.config.set(scheduler="threads"):
         for name in ("d1.zarr", "d2.zarr", "data.zarr", "d*.zarr"):
             ingest(str(src), f"{base}/{name}", size=SIZE, storage_options=opts, progress=False)
-        others = {p: s3.fs.cat_file(p) for p in s3.fs.find(f"{BUCKET}/globs")
+        others = {p: server.fs.cat_file(p) for p in server.fs.find(f"{BUCKET}/globs")
                   if not p.startswith(f"{BUCKET}/globs/d*.zarr")}  # fmt: skip
         ingest(str(src), f"{base}/d*.zarr", size=SIZE, overwrite=True, storage_options=opts,
                progress=False)  # fmt: skip
-        assert {p: s3.fs.cat_file(p) for p in others} == others
+        assert {p: server.fs.cat_file(p) for p in others} == others
         ingest(str(src), f"{base}/r[1].zarr", size=SIZE, storage_options=opts, progress=False)
         run(f"{base}/r[1].zarr", f"{base}/p[1].zarr", scales=SCALES, storage_options=opts,
             progress=False)  # fmt: skip
         run(f"{base}/d*.zarr", f"{base}/p[1].zarr", scales=SCALES, overwrite=True,
             storage_options=opts, progress=False)  # fmt: skip
-    left = s3.fs.find(f"{BUCKET}/globs")
+    left = server.fs.find(f"{BUCKET}/globs")
     assert not [p for p in left if p.endswith((".lock", ".partial")) or ".partial/" in p], left
-    assert {p: s3.fs.cat_file(p) for p in others} == others
+    assert {p: server.fs.cat_file(p) for p in others} == others
     cube = xr.open_zarr(f"{base}/p[1].zarr", storage_options=opts)
     assert cube.attrs["images_store"] == f"{base}/d*.zarr" and cube.sizes["image"] == 4
 
