@@ -53,7 +53,7 @@ import xarray as xr
 from dask.base import tokenize
 from PIL import Image
 
-from pupsnr_dask import plots, schema
+from pupsnr_dask import locations, plots, schema
 from pupsnr_dask.cluster import compute
 from pupsnr_dask.experiment import Split, select_split
 from pupsnr_dask.ingest import IMAGE_EXTENSIONS, decode_rgb, list_files, resize_lanczos
@@ -707,7 +707,11 @@ def _open_truth(
         schema.validate(images, "images", name="images")
         truth = images
     else:
-        path = images or results.attrs.get("images_store")
+        how = "given"
+        path = images
+        if not path:
+            where = results.encoding.get("source")
+            path, how = locations.find_images_store(results.attrs, where, storage_options)
         if not path:
             raise ValueError(
                 "the results do not record their images store (written by an older pupsnr); "
@@ -716,9 +720,8 @@ def _open_truth(
         try:
             truth = schema.open_store(path, "images", storage_options=storage_options)
         except FileNotFoundError as err:
-            where = "given" if images else "recorded in the results"
             raise FileNotFoundError(
-                f"the images store {where}, {path!r}, does not exist; pass it with --images STORE"
+                f"the images store {path!r} ({how}) does not exist; pass it with --images STORE"
             ) from err
     size = results.attrs.get("size")
     if size is not None and truth.sizes[schema.Y] != size:

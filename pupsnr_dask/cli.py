@@ -18,6 +18,7 @@ import click
 from pupsnr_dask import experiment, report, schema, verify
 from pupsnr_dask.cluster import DEFAULT_TIMEOUT, SCHEDULER_ENV, TLS_ENV, connect
 from pupsnr_dask.ingest import DEFAULT_CHUNK_SIZE, DEFAULT_SIZE, DEFAULT_THRESHOLD, ingest
+from pupsnr_dask.locations import absolute
 
 USER_ERRORS = (
     ValueError,
@@ -40,6 +41,12 @@ def _csv_list(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Para
 
 
 STORAGE_OPTIONS_ENV = "PUPSNR_STORAGE_OPTIONS"
+
+
+def _absolute_or_none(location: str | None) -> str | None:
+    return None if location is None else absolute(location)
+
+
 _CONNECT_META = "pupsnr.connect"
 
 
@@ -150,7 +157,8 @@ def cli() -> None:
     type=int,
     default=DEFAULT_SIZE,
     show_default=True,
-    help="Side of the square output images (a multiple of 16).",
+    help="Side of the square output images (a multiple of 32, so that every default scale "
+    "divides it).",
 )
 @click.option(
     "--threshold",
@@ -195,6 +203,7 @@ def ingest_cmd(
     quiet: bool,
 ) -> None:
     """Keep the colour images below SRC, resize them, store them in one Zarr array."""
+    src, store = absolute(src), absolute(store)
     with _cluster(scheduler, n_workers, quiet):
         summary = ingest(
             src,
@@ -262,6 +271,7 @@ def run_cmd(
     quiet: bool,
 ) -> None:
     """Compute PSNR by image x variant x scale for an ingested STORE."""
+    store, results = absolute(store), absolute(results)
     images = schema.open_store(store, "images", storage_options=storage_options)
     experiment.check_selection(variants, scales, images.sizes[schema.Y])
     with _cluster(scheduler, n_workers, quiet):
@@ -341,6 +351,7 @@ def report_cmd(
 
     if images is not None and html_file is None:
         raise click.UsageError("--images is used only with --html")
+    results, images = absolute(results), _absolute_or_none(images)
     for out in (plot_file, html_file):
         if out is not None and not Path(out).resolve().parent.is_dir():
             raise FileNotFoundError(f"folder of {out!r} does not exist")
@@ -406,6 +417,7 @@ def grid_cmd(
     from pupsnr_dask import plots, query
 
     plots.require_matplotlib()
+    store = absolute(store)
     ds = schema.open_store(store, "images", storage_options=storage_options)
     with verify.damage_named(store, storage_options=storage_options):
         grid = query.pu_grid(ds, image, variants, scales)
@@ -513,6 +525,8 @@ def advise_cmd(
 
     if (predictions is None) == (output_psnr is None):
         raise click.UsageError("give exactly one of --predictions and --output-psnr")
+    results, images = absolute(results), _absolute_or_none(images)
+    predictions = _absolute_or_none(predictions)
     if plot_path:
         check_plotting()
     # a damaged chunk of the images (or prediction) store, named
@@ -587,7 +601,10 @@ def verify_cmd(
         raise click.BadParameter(
             f"must be a number or 'all', got {recompute!r}", param_hint="--recompute"
         )
-    if not schema.store_exists(store, storage_options):
+    store, images = absolute(store), _absolute_or_none(images)
+    if not schema.store_exists(store, storage_options) and not verify.unfinished(
+        store, storage_options
+    ):
         raise FileNotFoundError(f"no store at {store!r}")
     with _cluster(scheduler, n_workers, quiet):
         found = verify.verify_store(

@@ -179,7 +179,7 @@ class StoreLock:
                 raise self._refuse(holder)
             self.taken_over = holder
             with contextlib.suppress(FileNotFoundError):
-                self.fs.rm(self._fspath)
+                self.fs.rm_file(self._fspath)
         raise self._refuse(self._read_holder_file())
 
     def _read_holder_file(self) -> dict[str, Any] | None:
@@ -204,7 +204,7 @@ class StoreLock:
             self._fd = None
         elif self._info and self._read_holder_file() == self._info:
             with contextlib.suppress(FileNotFoundError):
-                self.fs.rm(self._fspath)
+                self.fs.rm_file(self._fspath)
         self._info = {}
 
 

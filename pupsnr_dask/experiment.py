@@ -6,7 +6,6 @@ and PSNR; ``run`` writes it to a Zarr store; ``summarize`` reduces it over image
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -15,7 +14,7 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
-from pupsnr_dask import durable, schema
+from pupsnr_dask import durable, locations, schema
 from pupsnr_dask.metrics import mse_kernel, psnr_from_mse, pu_mse_kernel
 from pupsnr_dask.transforms import check_scale, gray_kernel, mosaic_kernel, pu_kernel, true_kernel
 
@@ -204,17 +203,30 @@ def run(
         The results store, reopened lazily.
     """
     storage_options = schema.parse_storage_options(storage_options)  # credentials hidden in logs
+    for name, where in (("RESULTS", results), ("RESULTS.partial", durable.partial_path(results))):
+        locations.check_output(
+            where,
+            store,
+            output_name=name,
+            source_name="the images store",
+            overwrite=overwrite,
+            storage_options=storage_options,
+        )
     images = schema.open_store(store, "images", storage_options=storage_options)
     cube = build_psnr_cube(images, variants, scales, method=method)
-    # Where img_true lives, for tools that need the pixels again (advise, HTML report).
-    cube.attrs["images_store"] = store if "://" in store else os.path.abspath(store)
+    # Where img_true lives, for tools that need the pixels again (advise, HTML report, verify):
+    # absolute, and relative to the results (a moved or copied pair keeps its link).
+    cube.attrs.update(locations.images_store_attrs(store, results))
     say = notify or (lambda line: None)
     with durable.StoreLock(results, storage_options) as lock:
         if lock.taken_over:
             say(f"took over the lock of a process that died ({durable.describe(lock.taken_over)})")
+        locations.check_workers_see(
+            {"the images store": store, "the folder of RESULTS": durable.lock_path(results)},
+            storage_options,
+        )
         if overwrite:
-            schema.remove_store(durable.partial_path(results), storage_options)
-            schema.remove_store(results, storage_options)
+            schema.discard(results, "psnr", storage_options)
         if not _prepare_results(cube, results, storage_options, say):
             return schema.open_store(results, "psnr", storage_options=storage_options)
         try:
@@ -277,12 +289,15 @@ def _prepare_results(
                 f"{partial!r} holds an interrupted run with other {', '.join(changed)}: rerun "
                 "it with those to finish it, or use --overwrite to discard it"
             )
-        schema.remove_store(results, so)  # no usable plan: leftovers of a run that never began
+        # No usable plan: leftovers of a run that never began. RESULTS is ours when our
+        # journal (begun while RESULTS did not exist) is there, or when its attribute says so.
+        ours = schema.partial_is_ours(results, "psnr", so)
+        schema.remove_store(results, so, kind="psnr", ours=ours)
     elif schema.store_exists(results, so):
         _check_complete(cube, results, so, plan)
         say(f"{results} is already complete for these images and parameters: nothing recomputed")
         return False
-    schema.remove_store(partial, so)
+    schema.start_partial(results, "psnr", so)  # discards an earlier journal of ours
     durable.write_json(f"{partial}/plan.json", plan, so)
     _create_results(cube, results, so)
     return True
@@ -294,11 +309,18 @@ def _check_complete(
     try:
         done = schema.open_store(results, "psnr", storage_options=so)
     except schema.StoreError as err:
+        why = schema.why_not_removable(results, "psnr", so)
+        hint = f"it {why}: move it away" if why else "use --overwrite"
         raise FileExistsError(
-            f"results {results!r} already exist but are not usable ({err}) (use --overwrite)"
+            f"results {results!r} already exist but are not usable ({err}) ({hint})"
         ) from err
     old = _run_plan(done)
     changed = sorted(k for k in old if old[k] != plan[k])
+    if changed == ["images_store"]:  # moved or copied with its images store: the same link?
+        found, _ = locations.find_images_store(done.attrs, results, so)
+        given = plan["images_store"]
+        if found and given and locations.relation(found, given, so) == "same":
+            changed = []
     if changed:
         raise FileExistsError(
             f"results {results!r} already exist with other {', '.join(changed)} "
@@ -319,9 +341,13 @@ def _results_ready(cube: xr.Dataset, results: str, so: dict[str, Any] | None) ->
 
 
 def _create_results(cube: xr.Dataset, results: str, so: dict[str, Any] | None) -> None:
-    """A new results store: metadata and labels; forget the chunks marked as written."""
-    schema.remove_store(f"{durable.partial_path(results)}/done", so)
-    schema.remove_store(results, so)
+    """A new results store: metadata and labels; forget the chunks marked as written.
+
+    Called with the run's plan in ``RESULTS.partial``: anything at RESULTS was created by this
+    run (the plan was written while RESULTS did not exist), so it may be replaced.
+    """
+    schema.remove_partial(results, so, kind="psnr", entry="done")
+    schema.remove_store(results, so, kind="psnr", ours=True)
     schema.create_store(cube, results, storage_options=so)
     durable.kill_point("run:created")
 
@@ -395,12 +421,7 @@ def _write_unit(
 
 
 def _forget_plan(results: str, so: dict[str, Any] | None) -> None:
-    import fsspec
-
-    partial = durable.partial_path(results)
-    fs, path = fsspec.core.url_to_fs(partial, **(so or {}))
-    fs.rm(f"{path}/plan.json")  # first: without a plan, leftovers are never resumed
-    schema.remove_store(partial, so)
+    schema.remove_partial(results, so, kind="psnr")  # plan.json first, marker last
 
 
 def select_split(results: xr.Dataset, split: Split = "all") -> xr.Dataset:

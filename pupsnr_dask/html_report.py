@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from pupsnr_dask import plots, query, report, schema
+from pupsnr_dask import locations, plots, query, report, schema
 from pupsnr_dask.cluster import compute
 from pupsnr_dask.experiment import Split
 
@@ -96,8 +96,12 @@ def find_images_store(
     images: str | None = None,
     *,
     storage_options: dict[str, Any] | None = None,
+    results_store: str | None = None,
 ) -> tuple[xr.Dataset | None, str | None, str]:
-    """Open the images store of ``results``: ``images`` when given, else its recorded path.
+    """Open the images store of ``results``: ``images`` when given, else the recorded one.
+
+    The recorded one is looked up by :func:`pupsnr_dask.locations.find_images_store`
+    (relative to ``results_store`` first, default: where ``results`` was opened from).
 
     Returns
     -------
@@ -108,14 +112,15 @@ def find_images_store(
     if images is not None:
         ds = schema.open_store(images, "images", storage_options=storage_options)
         return ds, images, f"images store {images!r} (given)"
-    recorded = results.attrs.get("images_store")
+    where = results_store or results.encoding.get("source")
+    recorded, how = locations.find_images_store(results.attrs, where, storage_options)
     if not recorded:
-        return None, None, "the results do not record their images store: pass --images STORE"
+        return None, None, how
     try:
         ds = schema.open_store(recorded, "images", storage_options=storage_options)
     except (OSError, ValueError) as err:
-        return None, recorded, f"the recorded images store cannot be opened ({err})"
-    return ds, recorded, f"images store {recorded!r} (recorded in the results)"
+        return None, recorded, f"the recorded images store cannot be opened ({how}: {err})"
+    return ds, recorded, f"images store {recorded!r} ({how})"
 
 
 def store_modified(store: str | None, storage_options: dict[str, Any] | None = None) -> str | None:
@@ -546,7 +551,9 @@ def write_html(
         ``(output, note)``: the note says where the images came from, or why there are none.
     """
     ds = schema.open_store(results, "psnr", storage_options=storage_options)
-    image_ds, images_name, note = find_images_store(ds, images, storage_options=storage_options)
+    image_ds, images_name, note = find_images_store(
+        ds, images, storage_options=storage_options, results_store=results
+    )
     page = build_html(
         ds,
         image_ds,

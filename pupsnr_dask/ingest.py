@@ -41,7 +41,7 @@ import xarray as xr
 from dask.base import tokenize
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pupsnr_dask import durable, schema
+from pupsnr_dask import durable, locations, schema
 from pupsnr_dask.cluster import compute
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -121,12 +121,21 @@ class IngestSummary:
         self.appended = self.appended or appended
 
 
-def list_files(src: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+def list_files(
+    src: str,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    skipped: list[str] | None = None,
+) -> list[str]:
     """Every file below ``src``, as sorted relative paths with ``/`` separators.
 
     Symbolic links are listed, not followed: a link to a folder is an entry of its own (ingest
     rejects it), so loops cannot make the walk endless. A folder that cannot be listed is an
     entry too, its path ending with ``/``, so that it is reported rather than skipped.
+
+    Zarr stores below ``src`` (folders holding ``zarr.json``, ``.zgroup`` or ``.zarray``), pupsnr
+    journals (``X.partial``) and the lock files ``X.lock`` next to them are not listed (a store
+    written inside SRC is not a source of itself): their paths are appended to ``skipped``.
 
     Raises
     ------
@@ -144,6 +153,7 @@ def list_files(src: str, storage_options: dict[str, Any] | None = None) -> list[
         raise NotADirectoryError(f"SRC {src!r} is not a folder")
     root = root.rstrip("/") or "/"
     entries: list[str] = []
+    stores: list[str] = []
     folders = [root]
     while folders:  # fsspec's walk would skip unlistable subfolders silently
         folder = folders.pop()
@@ -154,6 +164,9 @@ def list_files(src: str, storage_options: dict[str, Any] | None = None) -> list[
                 raise
             entries.append(posixpath.relpath(folder, root) + "/")
             continue
+        if folder != root and _is_store_listing(folder, listing):
+            stores.append(posixpath.relpath(folder, root))
+            continue
         for info in listing:
             path = info["name"].rstrip("/")
             if path == folder:
@@ -162,7 +175,35 @@ def list_files(src: str, storage_options: dict[str, Any] | None = None) -> list[
                 folders.append(path)
             else:
                 entries.append(posixpath.relpath(path, root))
+    entries = _without_locks_of(entries, stores)
+    if skipped is not None:
+        skipped.extend(sorted(stores))
     return sorted(entries)
+
+
+_STORE_MARKERS = frozenset({"zarr.json", ".zgroup", ".zarray"})
+
+
+def _is_store_listing(folder: str, listing: list[dict[str, Any]]) -> bool:
+    """True when a folder's listing is that of a Zarr store or of a pupsnr journal."""
+    names = {posixpath.basename(info["name"].rstrip("/")) for info in listing}
+    if names & _STORE_MARKERS:
+        return True
+    return folder.endswith(PARTIAL_SUFFIX) and bool(names) and names <= schema.PARTIAL_ENTRIES
+
+
+def _without_locks_of(entries: list[str], stores: list[str]) -> list[str]:
+    """``entries`` less the lock files ``X.lock`` of skipped stores (``X`` or ``X.partial``)."""
+    owners = {s[: -len(PARTIAL_SUFFIX)] if s.endswith(PARTIAL_SUFFIX) else s for s in stores}
+    locks = {durable.lock_path(owner) for owner in owners}
+    return [e for e in entries if e not in locks]
+
+
+def skipped_note(skipped: list[str]) -> str:
+    """The summary line about the Zarr stores and journals found inside SRC and not listed."""
+    n = len(skipped)
+    shown = ", ".join(skipped[:5]) + (", ..." if n > 5 else "")
+    return f"skipped {n} Zarr store{'s' if n != 1 else ''} inside SRC: {shown}"
 
 
 def canonical_src(src: str, storage_options: dict[str, Any] | None = None) -> str:
@@ -458,7 +499,18 @@ def ingest(
     """
     _check_ingest_args(size, threshold, test_count, chunk_size)
     storage_options = schema.parse_storage_options(storage_options)  # credentials hidden in logs
-    sources = list_files(src, storage_options)
+    for name, where in (("STORE", store), ("STORE.partial", durable.partial_path(store))):
+        locations.check_output(
+            where,
+            src,
+            output_name=name,
+            source_name="SRC",
+            overwrite=overwrite,
+            refuse_inside=False,
+            storage_options=storage_options,
+        )
+    skipped: list[str] = []
+    sources = list_files(src, storage_options, skipped=skipped)
     if not sources:
         raise ValueError(f"SRC {src!r} contains no files")
     params = {
@@ -469,14 +521,18 @@ def ingest(
     }
     job = _Job(src, store, params, test_count, storage_options, progress)
     summary = IngestSummary(store, 0, 0)
+    if skipped:
+        summary.notes.append(skipped_note(skipped))
     with durable.StoreLock(store, storage_options) as lock:
         if lock.taken_over:
             summary.notes.append(
                 f"took over the lock of a process that died ({durable.describe(lock.taken_over)})"
             )
+        locations.check_workers_see(
+            {"SRC": src, "the folder of STORE": durable.lock_path(store)}, storage_options
+        )
         if overwrite:
-            schema.remove_store(job.partial, storage_options)
-            schema.remove_store(store, storage_options)
+            schema.discard(store, "images", storage_options)
         plan = _interrupted_plan(job, summary)
         if plan is not None:
             _execute(job, plan, summary)
@@ -506,8 +562,13 @@ class _Job:
 
 
 def _check_ingest_args(size: int, threshold: float, test_count: int, chunk_size: int) -> None:
-    if size < 16 or size % 16:
-        raise ValueError(f"size must be a positive multiple of 16, got {size!r}")
+    from pupsnr_dask.experiment import SCALES
+
+    if size < 1 or any(size % s for s in SCALES):
+        raise ValueError(
+            f"size must be a positive multiple of {math.lcm(*SCALES)}, so that every default "
+            f"scale {SCALES} divides it, got {size!r}"
+        )
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
     if test_count < 0:
@@ -525,7 +586,7 @@ def _interrupted_plan(job: _Job, summary: IngestSummary) -> dict[str, Any] | Non
     if not (isinstance(plan, dict) and plan.get("version") == PLAN_VERSION) or not _staging_usable(
         job, plan
     ):
-        schema.remove_store(job.partial, so)
+        schema.remove_partial(job.store, so, kind="images")
         summary.notes.append(f"discarded unusable leftovers of an earlier ingest: {job.partial}")
         return None
     changed = {k: v for k, v in plan["params"].items() if job.params.get(k) != v}
@@ -579,9 +640,12 @@ def _existing_store(job: _Job) -> dict[str, Any] | None:
     try:
         ds = schema.open_store(job.store, "images", storage_options=so)
     except schema.StoreError as err:
+        why = schema.why_not_removable(job.store, "images", so)
+        # --overwrite deletes only stores that pupsnr wrote
+        hint = f"it {why}: move it away" if why else "use --overwrite to replace it"
         raise FileExistsError(
             f"store {job.store!r} already exists but is not a usable pupsnr images store "
-            f"({err}); use --overwrite to replace it"
+            f"({err}); {hint}"
         ) from err
     attrs = ds.attrs
     recorded = {
@@ -615,7 +679,7 @@ def _start(job: _Job, plan: dict[str, Any]) -> None:
     import zarr
 
     so = job.storage_options
-    schema.remove_store(job.partial, so)
+    schema.start_partial(job.store, "images", so)  # discards an earlier journal of ours
     fs, path = fsspec.core.url_to_fs(job.partial, **(so or {}))
     fs.makedirs(f"{path}/records", exist_ok=True)
     size, chunk = plan["params"]["size"], plan["params"]["chunk_size"]
@@ -638,7 +702,7 @@ def _execute(job: _Job, plan: dict[str, Any], summary: IngestSummary) -> None:
     if durable.read_json(f"{job.partial}/final.json", so) is None:
         records = _staged_records(job, plan, summary)
         durable.kill_point("ingest:staged")
-        _finalize(job, plan, records)
+        summary.notes += _finalize(job, plan, records)
         durable.write_json(f"{job.partial}/final.json", {"n_records": len(records)}, so)
         durable.kill_point("ingest:finalized")
     else:  # only the clean-up was left
@@ -646,9 +710,7 @@ def _execute(job: _Job, plan: dict[str, Any], summary: IngestSummary) -> None:
         records = [row for b in sorted(found) for row in found[b]["rows"]]
     n_images = plan["base"]["images"] + sum(bool(r["accepted"]) for r in records)
     summary.add(records, n_images, appended=plan["base"]["images"] > 0)
-    fs, path = _fs(job.partial, so)
-    fs.rm(f"{path}/plan.json")  # first: without a plan, leftovers are never resumed
-    schema.remove_store(job.partial, so)
+    schema.remove_partial(job.store, so, kind="images")  # plan.json first, marker last
 
 
 def _fs(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
@@ -728,15 +790,18 @@ def _stage(job: _Job, plan: dict[str, Any], pending: list[int]) -> dict[int, lis
     return dict(zip(pending, compute(*tasks, progress=job.progress), strict=True))
 
 
-def _finalize(job: _Job, plan: dict[str, Any], records: list[dict[str, Any]]) -> None:
-    """Write the accepted images and their labels into the store, in file order."""
+def _finalize(job: _Job, plan: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
+    """Write the accepted images and their labels into the store, in file order.
+
+    Returns warnings about the images of this plan whose resized pixels are identical.
+    """
     accepted = [i for i, r in enumerate(records) if r["accepted"]]
     kept = [records[i] for i in accepted]
     rejected = [r for r in records if not r["accepted"]]
     n0 = plan["base"]["images"]
     if n0 == 0:
         if not accepted:
-            schema.remove_store(job.partial, job.storage_options)
+            schema.remove_partial(job.store, job.storage_options, kind="images")
             reasons = Counter(r["reason"] for r in rejected)
             raise ValueError(
                 f"SRC {job.src!r} holds no colour images: "
@@ -746,9 +811,34 @@ def _finalize(job: _Job, plan: dict[str, Any], records: list[dict[str, Any]]) ->
     else:
         _extend_store(job, plan, kept, rejected, len(records))
     durable.kill_point("ingest:final-created")
-    _copy_images(job, accepted, n0)
+    digests = _copy_images(job, accepted, n0)
     if n0:
         _consolidate(job)
+    return duplicate_warnings([r["source"] for r in kept], digests)
+
+
+def duplicate_warnings(sources: list[str], digests: list[str]) -> list[str]:
+    """One ``warning:`` line per group of images with identical pixels (all of them kept).
+
+    Examples
+    --------
+    >>> duplicate_warnings(["a.jpg", "b.png", "a.png"], ["x", "y", "x"])
+    ['warning: identical pixels in 2 images (all kept): a.jpg, a.png']
+    """
+    groups: dict[str, list[str]] = {}
+    for source, digest in zip(sources, digests, strict=True):
+        groups.setdefault(digest, []).append(source)
+    out = []
+    for names in sorted(g for g in groups.values() if len(g) > 1):
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        out.append(f"warning: identical pixels in {len(names)} images (all kept): {shown}")
+    return out
+
+
+def pixel_digests(block: np.ndarray) -> list[str]:
+    """A digest of each image of a ``(n, h, w, 3)`` uint8 block: equal for equal pixels."""
+    return [hashlib.blake2b(np.ascontiguousarray(im).tobytes(), digest_size=16).hexdigest()
+            for im in block]  # fmt: skip
 
 
 def _columns(kept: list[dict[str, Any]], start: int) -> dict[str, np.ndarray]:
@@ -777,7 +867,8 @@ def _create_store(
     ds = xr.Dataset({schema.IMAGES: (schema.IMAGE_DIMS, placeholder)}, coords=coords)
     ds[schema.IMAGES].encoding["compressors"] = pixels_compressors()
     ds.attrs.update(_store_attrs(job, n_files, rejected))
-    schema.remove_store(job.store, job.storage_options)  # an unfinished earlier attempt
+    # An unfinished earlier attempt: ours, as the plan (made when STORE did not exist) says.
+    schema.remove_store(job.store, job.storage_options, kind="images", ours=True)
     schema.create_store(ds, job.store, storage_options=job.storage_options)
 
 
@@ -847,8 +938,11 @@ def _consolidate(job: _Job) -> None:
         zarr.consolidate_metadata(group.store, path=group.path or None)
 
 
-def _copy_images(job: _Job, accepted: list[int], n0: int) -> None:
-    """Copy the accepted staged images to ``images[n0:]``, one task per chunk or shard."""
+def _copy_images(job: _Job, accepted: list[int], n0: int) -> list[str]:
+    """Copy the accepted staged images to ``images[n0:]``, one task per chunk or shard.
+
+    Returns the :func:`pixel_digests` of the copied images, in order.
+    """
     import zarr
 
     final = zarr.open_array(job.url(schema.IMAGES), mode="r", storage_options=job.storage_options)
@@ -867,7 +961,7 @@ def _copy_images(job: _Job, accepted: list[int], n0: int) -> None:
         )
         for k, (a, b) in enumerate(bounds)
     ]
-    compute(*tasks, progress=job.progress)
+    return [d for unit in compute(*tasks, progress=job.progress) for d in unit]
 
 
 def _copy_unit(
@@ -877,8 +971,8 @@ def _copy_unit(
     start: int,
     unit: int,
     storage_options: dict[str, Any] | None,
-) -> None:
-    """Worker task: copy staged ``rows`` to ``target[start:start + len(rows)]``."""
+) -> list[str]:
+    """Worker task: copy staged ``rows`` to ``target[start:start + len(rows)]``; their digests."""
     import zarr
 
     staging = zarr.open_array(f"{partial}/pixels", mode="r", storage_options=storage_options)
@@ -886,6 +980,7 @@ def _copy_unit(
     final = zarr.open_array(target, mode="r+", storage_options=storage_options)
     final.with_config({"write_empty_chunks": True})[start : start + len(rows)] = block
     durable.kill_point(f"ingest:final-unit:{unit}")
+    return pixel_digests(block)
 
 
 def _rejected_entries(rejected: list[dict[str, Any]]) -> list[dict[str, Any]]:

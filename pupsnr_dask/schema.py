@@ -23,7 +23,13 @@ Two kinds of store are written by pupsnr_dask, both Zarr groups that ``xr.open_z
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import posixpath
+import re
+import stat
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -192,11 +198,11 @@ def open_store(
         raise ValueError(f"kind must be one of ('images', 'psnr'), got {kind!r}")
     from pupsnr_dask import verify
 
-    if not store_exists(store, storage_options):
-        raise FileNotFoundError(f"no store at {store!r}")
-    why = verify.unfinished(store, storage_options)
+    why = verify.unfinished(store, storage_options)  # also when STORE does not exist yet
     if why:
         raise StoreError(why)
+    if not store_exists(store, storage_options):
+        raise FileNotFoundError(f"no store at {store!r}")
     keys = verify.list_keys(store, storage_options)
     bad = verify.metadata_defects(store, storage_options, keys)
     if bad:
@@ -420,13 +426,336 @@ def align_to_shards(ds: xr.Dataset) -> xr.Dataset:
     return out
 
 
-def remove_store(store: str, storage_options: dict[str, Any] | None = None) -> None:
-    """Delete ``store`` (a path or fsspec URL) and everything below it, if it exists."""
+class NotOursError(FileExistsError):
+    """Something exists where pupsnr would delete, and nothing proves that pupsnr wrote it."""
+
+
+#: The file that marks ``STORE.partial`` as pupsnr's journal: written first, deleted last.
+PARTIAL_MARKER = "pupsnr.json"
+#: What a pupsnr journal folder may hold at its top level (and ``*.json.tmp-*`` files).
+PARTIAL_ENTRIES = frozenset(
+    {PARTIAL_MARKER, "plan.json", "final.json", "records", "pixels", "done"}
+)
+_ZARR_METADATA = frozenset({"zarr.json", ".zgroup", ".zattrs", ".zmetadata"})
+_NODE_METADATA = frozenset({"zarr.json", ".zarray", ".zgroup"})
+_GLOB = re.compile(r"[*?\[]")
+
+
+@dataclass
+class _Tree:
+    """What is at a location: its files and folders (relative), symbolic links, a lone file."""
+
+    files: list[str]
+    dirs: list[str]
+    links: list[str]
+    is_file: bool = False
+
+
+def _fs(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
     import fsspec
 
-    fs, path = fsspec.core.url_to_fs(store, **(storage_options or {}))
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    return fs, path.rstrip("/") or "/"
+
+
+def _tree(fs: Any, root: str) -> _Tree | None:
+    """Everything at ``root``, listed exactly (no patterns, links not followed); None: nothing."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    if isinstance(fs, LocalFileSystem):
+        try:
+            mode = os.lstat(root).st_mode
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISDIR(mode):
+            return _Tree([], [], [], is_file=True)
+        tree = _Tree([], [], [])
+        for folder, dirs, files in os.walk(root, followlinks=False):
+            rel = os.path.relpath(folder, root)
+            for name in [*dirs, *files]:
+                key = posixpath.normpath(posixpath.join(rel.replace(os.sep, "/"), name))
+                path = os.path.join(folder, name)
+                if os.path.islink(path):
+                    tree.links.append(key)
+                elif name in dirs:
+                    tree.dirs.append(key)
+                else:
+                    tree.files.append(key)
+        return tree
+    fs.invalidate_cache(root)
+    found = fs.find(root, withdirs=True, detail=True)
+    if not found:
+        try:
+            return _Tree([], [], [], is_file=True) if fs.isfile(root) else None
+        except FileNotFoundError:
+            return None
+    tree = _Tree([], [], [])
+    for path, info in found.items():
+        path = path.rstrip("/")
+        if path == root:
+            if info.get("type") != "directory":
+                return _Tree([], [], [], is_file=True)
+            continue
+        key = posixpath.relpath(path, root)
+        (tree.dirs if info.get("type") == "directory" else tree.files).append(key)
+    return tree
+
+
+def stored_kind(store: str, storage_options: dict[str, Any] | None = None) -> str | None:
+    """The ``pupsnr_kind`` attribute of the Zarr group at ``store``, read from its metadata only.
+
+    Reads the root ``zarr.json`` (Zarr 3) or ``.zattrs`` / ``.zmetadata`` (Zarr 2); None when
+    there is none or it is not a pupsnr store.
+    """
+    fs, root = _fs(store, storage_options)
+    for name, where in (
+        ("zarr.json", ("attributes",)),
+        (".zattrs", ()),
+        (".zmetadata", ("metadata", ".zattrs")),
+    ):
+        try:
+            doc: Any = json.loads(fs.cat_file(f"{root}/{name}"))
+        except (OSError, ValueError, RecursionError):
+            continue
+        for key in where:
+            doc = doc.get(key) if isinstance(doc, dict) else None
+        kind = doc.get(KIND_ATTR) if isinstance(doc, dict) else None
+        if isinstance(kind, str):
+            return kind
+    return None
+
+
+def _foreign(files: list[str]) -> list[str]:
+    """Files that belong to no Zarr group or array of the store (user files, say)."""
+    nodes = {posixpath.dirname(f) for f in files if posixpath.basename(f) in _NODE_METADATA}
+    out = []
+    for key in files:
+        top = key.split("/", 1)[0]
+        ok = key in _ZARR_METADATA if "/" not in key else top in nodes
+        if not ok:
+            out.append(key)
+    return sorted(out)
+
+
+def _why_not_store(
+    store: str, tree: _Tree, kind: StoreKind, ours: bool, so: dict[str, Any] | None
+) -> str | None:
+    if tree.is_file:
+        return "is a file, not a store"
+    if tree.links:
+        return f"holds a symbolic link ({tree.links[0]!r})"
+    if not tree.files:
+        return None  # only empty folders: nothing to lose
+    found = stored_kind(store, so)
+    if found != kind and not ours:
+        return (
+            f"is a pupsnr {found!r} store, not a {kind!r} one"
+            if found
+            else (f"is not a pupsnr {kind!r} store")
+        )
+    foreign = _foreign(tree.files)
+    if foreign:
+        return f"holds files that are not part of a Zarr store (e.g. {foreign[0]!r})"
+    return None
+
+
+def _why_not_partial(
+    store: str, tree: _Tree, kind: StoreKind, so: dict[str, Any] | None
+) -> str | None:
+    from pupsnr_dask import durable
+
+    if tree.is_file:
+        return "is a file, not a pupsnr journal"
+    if tree.links:
+        return f"holds a symbolic link ({tree.links[0]!r})"
+    if not tree.files:
+        return None
+    tops = {key.split("/", 1)[0] for key in [*tree.files, *tree.dirs]}
+    odd = sorted(t for t in tops if t not in PARTIAL_ENTRIES and ".json.tmp-" not in t)
+    if odd:
+        return f"holds {odd[0]!r}, which pupsnr never writes there"
+    partial = durable.partial_path(store)
+    marker = durable.read_json(f"{partial}/{PARTIAL_MARKER}", so)
+    if isinstance(marker, dict) and marker.get(KIND_ATTR) == kind:
+        return None
+    plan = durable.read_json(f"{partial}/plan.json", so)  # written by older versions, no marker
+    if isinstance(plan, dict) and set(_PLAN_KEYS[kind]) <= set(plan):
+        return None
+    return f"holds no pupsnr {kind!r} journal ({PARTIAL_MARKER} or plan.json)"
+
+
+_PLAN_KEYS: dict[str, tuple[str, ...]] = {
+    "images": ("version", "params", "files", "base"),
+    "psnr": ("version", "images_store", "n_images", "sources_sha256"),
+}
+
+
+def partial_is_ours(
+    store: str, kind: StoreKind, storage_options: dict[str, Any] | None = None
+) -> bool:
+    """True when ``STORE.partial`` exists and is the journal of a pupsnr ingest/run of ``kind``."""
+    from pupsnr_dask import durable
+
+    partial = durable.partial_path(store)
+    tree = _tree(*_fs(partial, storage_options))
+    return tree is not None and _why_not_partial(store, tree, kind, storage_options) is None
+
+
+def _delete(
+    fs: Any, root: str, tree: _Tree, first: tuple[str, ...] = (), last: tuple[str, ...] = ()
+) -> None:
+    """Delete exactly the listed files, then the folders (deepest first), then ``root``."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    files = sorted(tree.files, key=lambda k: (k not in first, k in last, k))
+    if isinstance(fs, LocalFileSystem):
+        for key in files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(root, key))
+        for key in sorted(tree.dirs, key=lambda k: -k.count("/")):
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(os.path.join(root, key))
+        if tree.is_file:
+            os.unlink(root)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(root)
+        return
+    paths = [f"{root}/{key}" for key in files] if not tree.is_file else [root]
+    head = [p for p in paths if posixpath.relpath(p, root) in first]
+    tail = [p for p in paths if posixpath.relpath(p, root) in last]
+    body = [p for p in paths if p not in head and p not in tail]
+    for group in (head, body, tail):
+        if not group:
+            continue
+        if any(_GLOB.search(p) for p in group):  # rm() would expand them as glob patterns
+            for path in group:
+                with contextlib.suppress(FileNotFoundError):
+                    fs.rm_file(path)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(group)
+    for key in sorted(tree.dirs, key=lambda k: -k.count("/")):
+        with contextlib.suppress(OSError, NotImplementedError, ValueError):
+            fs.rmdir(f"{root}/{key}")
+    with contextlib.suppress(OSError, NotImplementedError, ValueError):
+        if fs.isdir(root):
+            fs.rmdir(root)
+    fs.invalidate_cache(root)
+
+
+def why_not_removable(
+    store: str, kind: StoreKind, storage_options: dict[str, Any] | None = None
+) -> str | None:
+    """Why :func:`remove_store` would refuse to delete ``store`` (None: it would not)."""
+    fs, root = _fs(store, storage_options)
+    tree = _tree(fs, root)
+    return None if tree is None else _why_not_store(store, tree, kind, False, storage_options)
+
+
+def remove_store(
+    store: str,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    kind: StoreKind,
+    ours: bool = False,
+) -> None:
+    """Delete the pupsnr store of ``kind`` at ``store``, file by file; nothing when none is there.
+
+    Deletes only what it can prove pupsnr wrote: a Zarr store whose ``pupsnr_kind`` attribute
+    is ``kind`` (or, with ``ours``, one that the caller's journal proves it created), every
+    file of which belongs to a Zarr group or array. Files are listed first, then deleted by
+    their exact names, never by pattern (object stores' ``rm`` expands ``*``, ``?`` and
+    ``[...]``); symbolic links are never followed.
+
+    Raises
+    ------
+    NotOursError
+        When something else is there (a folder of other files, a file, a store of another
+        kind); nothing is deleted.
+    """
+    fs, root = _fs(store, storage_options)
+    tree = _tree(fs, root)
+    if tree is None:
+        return
+    why = _why_not_store(store, tree, kind, ours, storage_options)
+    if why:
+        raise NotOursError(_refusal(store, why))
+    _delete(fs, root, tree)
+
+
+def remove_partial(
+    store: str, storage_options: dict[str, Any] | None = None, *, kind: StoreKind, entry: str = ""
+) -> None:
+    """Delete ``STORE.partial`` (or its folder ``entry``) when it is pupsnr's journal of ``kind``.
+
+    Its ``plan.json`` goes first (without a plan, leftovers are never resumed), its marker
+    :data:`PARTIAL_MARKER` last (until then, what is left is still provably pupsnr's).
+
+    Raises
+    ------
+    NotOursError
+        When ``STORE.partial`` holds anything pupsnr does not write there.
+    """
+    from pupsnr_dask import durable
+
+    partial = durable.partial_path(store)
+    fs, root = _fs(partial, storage_options)
+    tree = _tree(fs, root)
+    if tree is None:
+        return
+    why = _why_not_partial(store, tree, kind, storage_options)
+    if why:
+        raise NotOursError(_refusal(partial, why))
+    if entry:
+        root = f"{root}/{entry}"
+        tree = _tree(fs, root)
+        if tree is None:
+            return
+    _delete(fs, root, tree, first=("plan.json",), last=(PARTIAL_MARKER,))
+
+
+def start_partial(
+    store: str, kind: StoreKind, storage_options: dict[str, Any] | None = None
+) -> None:
+    """Create ``STORE.partial`` with its marker (after discarding an earlier one of ours)."""
+    from pupsnr_dask import durable
+
+    remove_partial(store, storage_options, kind=kind)
+    durable.write_json(
+        f"{durable.partial_path(store)}/{PARTIAL_MARKER}", {KIND_ATTR: kind}, storage_options
+    )
+
+
+def discard(store: str, kind: StoreKind, storage_options: dict[str, Any] | None = None) -> None:
+    """``--overwrite``: delete the store of ``kind`` and its journal, after checking both.
+
+    The store must be a pupsnr store of that kind (its attribute) or, when it is half
+    created, its journal must be pupsnr's; the journal must be pupsnr's. Nothing is deleted
+    unless both checks pass.
+    """
+    from pupsnr_dask import durable
+
+    partial = durable.partial_path(store)
+    ptree = _tree(*_fs(partial, storage_options))
+    if ptree is not None:
+        why = _why_not_partial(store, ptree, kind, storage_options)
+        if why:
+            raise NotOursError(_refusal(partial, why))
+    stree = _tree(*_fs(store, storage_options))
+    if stree is not None:
+        why = _why_not_store(store, stree, kind, ptree is not None, storage_options)
+        if why:
+            raise NotOursError(_refusal(store, why))
+    remove_partial(store, storage_options, kind=kind)
+    remove_store(store, storage_options, kind=kind, ours=ptree is not None)
+
+
+def _refusal(location: str, why: str) -> str:
+    return (
+        f"{location!r} {why}: pupsnr deletes only what it wrote; move it away or choose "
+        "another location"
+    )
 
 
 def store_exists(store: str, storage_options: dict[str, Any] | None = None) -> bool:

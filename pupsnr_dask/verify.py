@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from pupsnr_dask import durable, schema
+from pupsnr_dask import durable, locations, schema
 
 METADATA_FILES = frozenset({"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata"})
 #: Image chunks of a results store recomputed by default.
@@ -48,6 +48,12 @@ class VerifyReport:
     kind: str | None = None
     defects: list[str] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    #: For a results store: the images store it was checked against, and how it was found.
+    images_store: str | None = None
+    images_store_note: str = ""
+    #: Digest of each stored image's pixels, by index (images stores).
+    digests: dict[int, str] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -58,10 +64,17 @@ class VerifyReport:
         """Human-readable verdict: one line, then one line per defect."""
         done = ", ".join(f"{n} {what}" for what, n in self.checked.items())
         kind = f"pupsnr {self.kind!r} store" if self.kind else "store"
+        extra = [f"warning: {w}" for w in self.warnings]
+        if self.images_store:
+            extra.insert(0, f"images store checked: {self.images_store} ({self.images_store_note})")
         if self.ok:
-            return [f"OK: {self.store} is a sound {kind} ({done})"]
+            return [f"OK: {self.store} is a sound {kind} ({done})", *extra]
         head = f"{len(self.defects)} defects in {kind} {self.store}"
-        return [head + (f" ({done})" if done else ""), *(f"  - {d}" for d in self.defects)]
+        return [
+            head + (f" ({done})" if done else ""),
+            *(f"  - {d}" for d in self.defects),
+            *extra,
+        ]
 
 
 def _fs(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
@@ -80,8 +93,19 @@ def unfinished(store: str, storage_options: dict[str, Any] | None = None) -> str
     now = f"; {durable.describe(holder)} may be writing it" if holder else ""
     return (
         f"{store!r} is unfinished: {partial!r} holds the work of an interrupted or running "
-        f"ingest or run{now}; rerun that command to finish it"
+        f"{_finish_command(store, storage_options)}{now}"
     )
+
+
+def _finish_command(store: str, storage_options: dict[str, Any] | None) -> str:
+    """``ingest or run; rerun `pupsnr ingest SRC -o STORE` to finish it``, from the journal."""
+    plan = durable.read_json(f"{durable.partial_path(store)}/plan.json", storage_options)
+    params = plan.get("params") if isinstance(plan, dict) else None
+    if isinstance(params, dict) and isinstance(params.get("src"), str):
+        return f"ingest; rerun `pupsnr ingest {params['src']} -o {store}` to finish it"
+    if isinstance(plan, dict) and isinstance(plan.get("images_store"), str):
+        return f"run; rerun `pupsnr run {plan['images_store']} -o {store}` to finish it"
+    return "ingest or run; rerun that command to finish it"
 
 
 def list_keys(store: str, storage_options: dict[str, Any] | None = None) -> set[str]:
@@ -375,12 +399,14 @@ def verify_store(
     """
     if recompute is not None and recompute < 0:
         raise ValueError(f"recompute must be >= 0 or None (all), got {recompute!r}")
-    if not schema.store_exists(store, storage_options):
-        raise FileNotFoundError(f"no store at {store!r}")
     report = VerifyReport(store)
     note = unfinished(store, storage_options)
     if note:
         report.defects.append(note)
+    if not schema.store_exists(store, storage_options):
+        if note:  # an ingest interrupted before it created the store
+            return report
+        raise FileNotFoundError(f"no store at {store!r}")
     keys = list_keys(store, storage_options)
     report.defects += metadata_defects(store, storage_options, keys)
     report.defects += _consolidation_defects(store, storage_options)
@@ -396,6 +422,9 @@ def verify_store(
         return report  # the checks below read those attributes and labels
     if report.kind == "images":
         report.defects += _images_defects(ds)
+        sources = [str(s) for s in ds[schema.SOURCE].values]
+        if len(report.digests) == len(sources):
+            report.warnings += duplicate_images(sources, report.digests)
     elif report.kind == "psnr":
         report.defects += _results_defects(ds, images, recompute, storage_options, report)
     return report
@@ -453,7 +482,7 @@ def _chunk_defects(
         arrays = sorted(_open_group(store, storage_options, consolidated=None).arrays())
     except Exception as err:
         return [f"cannot open the arrays: {type(err).__name__}: {err}"]
-    out, tasks = [], []
+    out, tasks, starts = [], [], []
     for name, arr in arrays:
         own = f"{name}/zarr.json" if arr.metadata.zarr_format == 3 else f"{name}/.zarray"
         if own not in keys:
@@ -465,14 +494,16 @@ def _chunk_defects(
                 out.append(f"chunk {key!r} is missing")
                 continue
             check_zero = name == schema.IMAGES and report.kind == "images"
+            starts.append(region[0].start)
             tasks.append(
                 dask.delayed(_read_chunk, pure=True)(
                     f"{store.rstrip('/')}/{name}", key, region, check_zero, storage_options
                 )
             )
     report.checked["chunks read"] = len(tasks)
-    for problems in compute(*tasks, progress=progress):
+    for (problems, digests), start in zip(compute(*tasks, progress=progress), starts, strict=True):
         out += problems
+        report.digests.update((start + i, d) for i, d in enumerate(digests))
     return out
 
 
@@ -482,19 +513,35 @@ def _read_chunk(
     region: tuple[slice, ...],
     check_zero: bool,
     storage_options: dict[str, Any] | None,
-) -> list[str]:
-    """Worker task: read and decode one stored object; report failures and blank images."""
+) -> tuple[list[str], list[str]]:
+    """Worker task: read and decode one stored object; report failures and blank images.
+
+    With ``check_zero`` (the pixels of an images store), also returns the
+    :func:`pupsnr_dask.ingest.pixel_digests` of its images, for the duplicate warning.
+    """
     import zarr
+
+    from pupsnr_dask.ingest import pixel_digests
 
     try:
         block = np.asarray(zarr.open_array(url, mode="r", storage_options=storage_options)[region])
     except Exception as err:
-        return [chunk_problem(key, err)]
+        return [chunk_problem(key, err)], []
     if check_zero:
         blank = np.flatnonzero(block.reshape(len(block), -1).max(axis=1) == 0)
         first = region[0].start
-        return [f"image {first + int(i)} is all zeros (never written?)" for i in blank]
-    return []
+        found = [f"image {first + int(i)} is all zeros (never written?)" for i in blank]
+        return found, pixel_digests(block)
+    return [], []
+
+
+def duplicate_images(sources: list[str], digests: dict[int, str]) -> list[str]:
+    """Warnings about groups of stored images with identical pixels (not defects)."""
+    from pupsnr_dask.ingest import duplicate_warnings
+
+    order = sorted(digests)
+    lines = duplicate_warnings([sources[i] for i in order], [digests[i] for i in order])
+    return [line.removeprefix("warning: ").replace(" (all kept)", "") for line in lines]
 
 
 def _images_defects(ds: Any) -> list[str]:
@@ -563,10 +610,16 @@ def _results_defects(
         out.append(f"{int((np.isnan(mse) | (mse < 0)).sum())} MSE values are NaN or negative")
     elif not np.array_equal(psnr, psnr_from_mse(mse)):
         out.append("psnr is not 10*log10(255**2 / mse) everywhere")
-    images = images or ds.attrs.get("images_store")
+    if images:
+        report.images_store_note = "given"
+    else:
+        images, report.images_store_note = locations.find_images_store(
+            ds.attrs, report.store, storage_options
+        )
     if not images:
         out.append("the images store is not recorded (attribute 'images_store'); pass --images")
         return out
+    report.images_store = images
     try:
         pixels = schema.open_store(images, "images", storage_options=storage_options)
     except (OSError, ValueError) as err:

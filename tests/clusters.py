@@ -49,9 +49,11 @@ def dask_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "dask"]
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen:
+def _spawn(args: list[str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
     with open(log, "wb") as out:
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd
+        )
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -88,12 +90,12 @@ def wait_for_workers(address: str, tls_args: list[str], n_workers: int) -> None:
 
 @contextlib.contextmanager
 def process_cluster(
-    tmp: Path, n_workers: int = 2, tls: dict[str, str] | None = None
+    tmp: Path, n_workers: int = 2, tls: dict[str, str] | None = None, cwd: Path | None = None
 ) -> Iterator[ProcessCluster]:
     """`dask scheduler` + `n_workers` x `dask worker --nthreads 1`, all on 127.0.0.1.
 
     Workers run without a nanny: one process each, which SIGKILL ends for good (a nanny would
-    start a new worker).
+    start a new worker). ``cwd``: the workers' working directory (default: this process's).
     """
     tmp.mkdir(parents=True, exist_ok=True)
     tls_args = (
@@ -132,6 +134,7 @@ def process_cluster(
                         *tls_args,
                     ],
                     tmp / f"worker-{i}.log",
+                    cwd,
                 )
             )
         wait_for_workers(cluster.address, tls_args, n_workers)

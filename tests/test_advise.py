@@ -317,7 +317,7 @@ def test_results_without_their_images_store_need_images(
     pixels, sources = truth
     folder = write_predictions(tmp_path / "pred", sources[:1], pixels[:1])
     results = xr.open_zarr(results_store)
-    del results.attrs["images_store"]
+    del results.attrs["images_store"], results.attrs["images_store_relative"]
     with pytest.raises(ValueError, match="--images STORE"):
         run_advise(results, str(folder), variant="gray")
     with pytest.raises(FileNotFoundError, match="does not exist"):

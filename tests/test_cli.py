@@ -61,7 +61,7 @@ def test_ingest_run_report_end_to_end(small_src, tmp_path, capsys):
         (["ingest", "{tmp}/missing", "-o", "{tmp}/x.zarr"], "does not exist"),
         (["ingest", "{tmp}/emptydir", "-o", "{tmp}/x.zarr"], "contains no files"),
         (["ingest", "{src}", "-o", "{tmp}/exists"], "already exists"),
-        (["ingest", "{src}", "-o", "{tmp}/x.zarr", "--size", "100"], "multiple of 16"),
+        (["ingest", "{src}", "-o", "{tmp}/x.zarr", "--size", "100"], "multiple of 32"),
         (["run", "{tmp}/missing.zarr", "-o", "{tmp}/r.zarr"], "no store"),
         (["run", "{tmp}/exists", "-o", "{tmp}/r.zarr"], "not a readable Zarr store"),
         (["run", "{tmp}/foreign.zarr", "-o", "{tmp}/r.zarr"], "not a pupsnr store"),
