@@ -1,14 +1,19 @@
 """The ``pupsnr`` command: ingest, run, report, demo.
 
-``main(argv)`` returns an exit code: 0 on success, 2 for a usage or input error (one line on
-standard error, no traceback), 130 when interrupted.
+``main(argv)`` returns an exit code: 0 on success; 2 for a usage or input error, a store, file,
+scheduler or storage endpoint that cannot be used (one line on standard error, no traceback);
+130 when interrupted (one line: rerunning the same command resumes); :data:`EXIT_INTERNAL` (70)
+for a bug, with its traceback and a line saying so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import sys
 import tempfile
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,18 +21,27 @@ from typing import Any
 import click
 
 from pupsnr_dask import experiment, report, schema, verify
-from pupsnr_dask.cluster import DEFAULT_TIMEOUT, SCHEDULER_ENV, TLS_ENV, connect
+from pupsnr_dask.cluster import (
+    DEFAULT_NO_WORKER_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    NO_WORKER_TIMEOUT_ENV,
+    SCHEDULER_ENV,
+    TLS_ENV,
+    WorkerDiedError,
+    connect,
+)
 from pupsnr_dask.ingest import DEFAULT_CHUNK_SIZE, DEFAULT_SIZE, DEFAULT_THRESHOLD, ingest
 from pupsnr_dask.locations import absolute
 
-USER_ERRORS = (
-    ValueError,
-    TypeError,
-    OSError,
-    ImportError,
-    ConnectionError,
-    TimeoutError,
-)
+#: Errors of the environment, whoever raises them: a file, a store, a scheduler, a missing
+#: optional package. One line, exit status 2.
+ENVIRONMENT_ERRORS = (OSError, ImportError, ConnectionError, TimeoutError, WorkerDiedError)
+#: Errors that pupsnr raises itself about a value it was given (validation, a damaged store).
+#: One line, exit status 2 -- when pupsnr raised them; raised inside a library, they are bugs.
+VALUE_ERRORS = (ValueError,)
+EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE
+INTERRUPTED = "pupsnr: interrupted; rerun the same command to resume"
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _csv_list(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, str], tuple]:
@@ -104,6 +118,17 @@ def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
         help="Seconds to wait for an existing scheduler to answer before failing. A scheduler "
         "lost during a run fails the run at once, with an error.",
     )(f)
+    f = click.option(
+        "--no-worker-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        metavar="SECONDS",
+        expose_value=False,
+        callback=_connect_option,
+        help="Give up (exit 2; rerunning resumes) when the cluster has had no worker for this "
+        f"long during a computation (or ${NO_WORKER_TIMEOUT_ENV}) "
+        f"[default: {DEFAULT_NO_WORKER_TIMEOUT:g}].",
+    )(f)
     f = click.option("--quiet", "-q", is_flag=True, help="No progress bars or dashboard link.")(f)
     f = click.option(
         "--n-workers",
@@ -129,7 +154,22 @@ def _cluster(scheduler: str | None, n_workers: int | None, quiet: bool) -> Itera
         yield
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Interrupted(Exception):
+    """A KeyboardInterrupt, carried past click (which would print a blank line for it)."""
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as err:
+            raise _Interrupted from err
+
+
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(package_name="pupsnr-dask", prog_name="pupsnr")
 def cli() -> None:
     """How much image quality survives at each depth of a U-Net.
@@ -657,16 +697,68 @@ def main(argv: Sequence[str] | None = None) -> int:
         rv = cli.main(
             args=list(argv) if argv is not None else None, prog_name="pupsnr", standalone_mode=False
         )
-    except click.exceptions.Abort:
-        click.echo("pupsnr: interrupted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt, _Interrupted):
+        click.echo(INTERRUPTED, err=True)
         return 130
     except click.ClickException as err:
         err.show()
         return err.exit_code
-    except USER_ERRORS as err:
-        click.echo(f"pupsnr: error: {err}", err=True)
+    except Exception as err:
+        message = user_error_message(err)
+        if message is None:
+            traceback.print_exception(err, file=sys.stderr)
+            click.echo(
+                f"pupsnr: internal error: {type(err).__name__} (a bug in pupsnr, not in your "
+                "input; please report it with the traceback above)",
+                err=True,
+            )
+            return EXIT_INTERNAL
+        click.echo(f"pupsnr: error: {message}", err=True)
         return 2
     return rv if isinstance(rv, int) else 0
+
+
+def user_error_message(err: BaseException) -> str | None:
+    """The one-line message of an error the user can act on, or None for a bug.
+
+    Environment errors (:data:`ENVIRONMENT_ERRORS`, object storage that cannot be reached or
+    used) are the user's whatever raised them; a :data:`VALUE_ERRORS` error only when pupsnr
+    raised it. Everything else -- a TypeError, an error raised inside a library -- is a bug.
+    """
+    storage = _storage_error(err)
+    if storage is not None:
+        return storage
+    if isinstance(err, UnicodeError):  # names and text are pupsnr's to handle: a bug
+        return None
+    if isinstance(err, ENVIRONMENT_ERRORS):
+        return _redact(str(err)) or type(err).__name__
+    if isinstance(err, VALUE_ERRORS) and _raised_by_pupsnr(err):
+        return str(err)
+    return None
+
+
+def _raised_by_pupsnr(err: BaseException) -> bool:
+    frames = traceback.extract_tb(err.__traceback__)
+    return bool(frames) and os.path.abspath(frames[-1].filename).startswith(_PACKAGE_DIR)
+
+
+def _storage_error(err: BaseException) -> str | None:
+    """One line for an error of the object storage client (botocore), wherever raised."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if any(c.__module__.startswith("botocore") for c in type(err).__mro__):
+            endpoint = getattr(err, "kwargs", {}).get("endpoint_url")
+            where = f" at {_redact(endpoint)}" if endpoint else ""
+            return f"object storage{where}: {_redact(str(err))}"
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _redact(text: str) -> str:
+    """``text`` without the user:password part and the query string of the URLs in it."""
+    text = re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s\"']*@", r"\1", text)
+    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^?\s\"']*)\?[^\s\"']*", r"\1", text)
 
 
 if __name__ == "__main__":

@@ -5,17 +5,27 @@ every ``dask.compute`` in the library runs on that cluster. :func:`compute` comp
 progress bar on standard error, on whatever scheduler is active.
 
 An existing scheduler is reached over ``tcp://`` or, with certificates, ``tls://``
-(:func:`make_security`). A scheduler that cannot be reached within ``timeout`` seconds, or that
-goes away during a computation, raises a :class:`ConnectionError` instead of hanging.
+(:func:`make_security`). Nothing waits forever: a scheduler that cannot be reached within
+``timeout`` seconds, or that goes away during a computation, raises a :class:`ConnectionError`;
+a cluster left without any worker for ``no_worker_timeout`` seconds during a computation raises
+:class:`NoWorkerError` (a :class:`ConnectionError` too). :func:`compute_each` tells which tasks
+killed their workers (out of memory, a crash) instead of failing them all.
+
+The worker processes of the local cluster do not receive the SIGINT of a Ctrl-C (it goes to the
+whole foreground process group): this process handles it and closes the cluster, quietly.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
+import signal
 import sys
-from collections.abc import Iterator
+import time
+import weakref
+from collections.abc import Iterator, Sequence
 from concurrent.futures import CancelledError
 from typing import Any
 
@@ -29,6 +39,11 @@ TLS_ENV = {
     "tls_key": "PUPSNR_TLS_KEY",
 }
 DEFAULT_TIMEOUT = 30.0
+NO_WORKER_TIMEOUT_ENV = "PUPSNR_NO_WORKER_TIMEOUT"
+#: Seconds a computation waits while the cluster has no worker at all before it gives up.
+DEFAULT_NO_WORKER_TIMEOUT = 60.0
+#: How often a waiting computation asks the scheduler how many workers it has, in seconds.
+POLL_INTERVAL = 0.5
 #: Added to the environment of local worker processes. distributed sets MALLOC_TRIM_THRESHOLD_,
 #: which freezes glibc's mmap threshold at 128 KiB: every larger temporary array is then
 #: mmap'd and page-faulted in afresh (~17,000 faults and ~25 % of the time of a 32-image
@@ -38,6 +53,26 @@ LOCAL_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": 1 << 26}
 
 class SchedulerLostError(ConnectionError):
     """The connection to the Dask scheduler was lost while a computation was running."""
+
+
+class NoWorkerError(ConnectionError):
+    """The cluster had no worker for longer than the no-worker timeout during a computation."""
+
+
+class WorkerDiedError(RuntimeError):
+    """Workers died while running a task (out of memory, a crash), as often as Dask allows."""
+
+
+class _WorkerDied:
+    """The outcome, in :func:`compute_each`, of a task whose workers died while running it."""
+
+    def __repr__(self) -> str:
+        return "WORKER_DIED"
+
+
+#: What :func:`compute_each` returns for a task that killed its workers.
+WORKER_DIED: Any = _WorkerDied()
+_NO_WORKER_TIMEOUTS: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
 
 def default_n_workers() -> int:
@@ -55,6 +90,7 @@ def connect(
     n_workers: int | None = None,
     dashboard_address: str = "127.0.0.1:8787",
     timeout: float = DEFAULT_TIMEOUT,
+    no_worker_timeout: float | None = None,
     quiet: bool = False,
     tls_ca_file: str | None = None,
     tls_cert: str | None = None,
@@ -75,6 +111,10 @@ def connect(
     timeout : float
         Seconds to wait for an existing scheduler before giving up. Losing the connection
         during a computation makes :func:`compute` raise :class:`SchedulerLostError` at once.
+    no_worker_timeout : float, optional
+        Seconds that :func:`compute` waits, inside the block, while the cluster has no worker
+        at all (they died, or none was started) before it raises :class:`NoWorkerError`.
+        Default: ``$PUPSNR_NO_WORKER_TIMEOUT``, else :data:`DEFAULT_NO_WORKER_TIMEOUT`.
     quiet : bool
         When False, print the dashboard link to standard error.
     tls_ca_file, tls_cert, tls_key : str, optional
@@ -96,6 +136,7 @@ def connect(
         raise ValueError(f"n_workers must be at least 1, got {n_workers!r}")
     if not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    no_worker_timeout = resolve_no_worker_timeout(no_worker_timeout)
     given = {"tls_ca_file": tls_ca_file, "tls_cert": tls_cert, "tls_key": tls_key}
     use_env = bool(scheduler) and str(scheduler).startswith("tls://")  # else they do not apply
     tls = {
@@ -111,11 +152,12 @@ def connect(
                 f"could not reach the Dask scheduler at {scheduler!r} within {timeout:g} s: "
                 + _one_line(err)
             ) from err
+        _NO_WORKER_TIMEOUTS[client] = no_worker_timeout
         try:
             _announce(client, quiet)
             yield client
-        except SchedulerLostError:
-            with _logging_disabled():  # distributed logs its failed reconnection at length
+        except BaseException:  # lost, interrupted, failed: distributed would log at length
+            with _logging_disabled():
                 client.close(timeout=timeout)
             raise
         finally:
@@ -127,19 +169,35 @@ def connect(
             "address; the local cluster does not use them"
         )
     environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in LOCAL_WORKER_ENV.items()}
-    with (
-        dask.config.set(environ),
-        LocalCluster(
+    with dask.config.set(environ), _sigint_blocked():  # inherited by its threads and workers
+        cluster = LocalCluster(
             n_workers=n_workers or default_n_workers(),
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
             dashboard_address=dashboard_address,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        _announce(client, quiet)
-        yield client
+        )
+    try:
+        with Client(cluster) as client:
+            _NO_WORKER_TIMEOUTS[client] = no_worker_timeout
+            _announce(client, quiet)
+            yield client
+    except BaseException as err:  # interrupted or failed: close without distributed's noise
+        with _logging_disabled():
+            if not isinstance(err, Exception):  # Ctrl-C: tasks would log their cancellation
+                _kill_local_workers(cluster)
+            cluster.close()
+        raise
+    cluster.close()
+
+
+def _kill_local_workers(cluster: Any) -> None:
+    """SIGKILL the worker processes that the nannies of a LocalCluster started."""
+    for nanny in list(getattr(cluster, "workers", {}).values()):
+        pid = getattr(getattr(getattr(nanny, "process", None), "process", None), "pid", None)
+        if pid:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def make_security(
@@ -205,6 +263,51 @@ def make_security(
     )
 
 
+def resolve_no_worker_timeout(value: float | None = None) -> float:
+    """The no-worker timeout in seconds: ``value``, else ``$PUPSNR_NO_WORKER_TIMEOUT``, else 60.
+
+    Raises
+    ------
+    ValueError
+        When the value (or the environment variable) is not a positive number.
+    """
+    name = "no_worker_timeout"
+    if value is None and os.environ.get(NO_WORKER_TIMEOUT_ENV):
+        name, value = f"${NO_WORKER_TIMEOUT_ENV}", os.environ[NO_WORKER_TIMEOUT_ENV]
+    if value is None:
+        return DEFAULT_NO_WORKER_TIMEOUT
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not seconds > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in this thread for the block: threads and processes started inside keep it.
+
+    A Ctrl-C is sent to every process of the terminal's foreground group. Worker processes
+    spawned while SIGINT is blocked never receive it (the mask survives ``fork`` and ``exec``),
+    nor do those that the nanny threads started here spawn later; this process gets it as soon
+    as the block ends, and closes the cluster.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    # Started later, by the first spawn, it would unblock SIGINT in the thread that spawns.
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
@@ -226,7 +329,9 @@ def _announce(client: Any, quiet: bool) -> None:
     print(f"dask: {n} workers, dashboard {client.dashboard_link}", file=sys.stderr)
 
 
-def compute(*collections: Any, progress: bool | None = None) -> tuple[Any, ...]:
+def compute(
+    *collections: Any, progress: bool | None = None, no_worker_timeout: float | None = None
+) -> tuple[Any, ...]:
     """Compute dask collections on the active scheduler, with a progress bar on stderr.
 
     Parameters
@@ -235,39 +340,204 @@ def compute(*collections: Any, progress: bool | None = None) -> tuple[Any, ...]:
         Dask collections or delayed objects.
     progress : bool, optional
         Show a progress bar on standard error; by default only when it is a terminal.
+    no_worker_timeout : float, optional
+        On a distributed cluster: seconds to wait while it has no worker at all before raising
+        :class:`NoWorkerError`. Default: the value given to :func:`connect`, else
+        ``$PUPSNR_NO_WORKER_TIMEOUT``, else :data:`DEFAULT_NO_WORKER_TIMEOUT`.
 
     Returns
     -------
     tuple
         The computed results, in order.
+
+    Raises
+    ------
+    SchedulerLostError
+        When the connection to the scheduler is lost.
+    NoWorkerError
+        When the cluster has had no worker for ``no_worker_timeout`` seconds.
+    WorkerDiedError
+        When a task killed its workers as often as ``distributed.scheduler.allowed-failures``
+        allows (see :func:`compute_each` to go on without it).
     """
+    outcomes = _compute(collections, progress, no_worker_timeout, tolerate_deaths=False)
+    return tuple(outcomes)
+
+
+def compute_each(
+    tasks: Sequence[Any], progress: bool | None = None, no_worker_timeout: float | None = None
+) -> list[Any]:
+    """Like :func:`compute`, but a task whose workers die gives :data:`WORKER_DIED`, not an error.
+
+    On a distributed cluster, a task is given up (``KilledWorker``) once the workers running
+    it have died ``distributed.scheduler.allowed-failures`` + 1 times; every other task still
+    runs to the end. Under the local ``processes`` scheduler, a dead process breaks the whole
+    pool: the tasks are then computed again one at a time, each on a pool of its own, so that
+    only the one whose process dies is :data:`WORKER_DIED`.
+
+    Note that Dask also counts a death against the other tasks that were waiting on the same
+    worker: a task reported as :data:`WORKER_DIED` among others may be innocent; computed
+    again alone, it is not.
+
+    Returns
+    -------
+    list
+        The result of each task, in order, or :data:`WORKER_DIED`.
+    """
+    return _compute(tasks, progress, no_worker_timeout, tolerate_deaths=True)
+
+
+def _compute(
+    collections: Sequence[Any],
+    progress: bool | None,
+    no_worker_timeout: float | None,
+    tolerate_deaths: bool,
+) -> list[Any]:
     if progress is None:
         progress = sys.stderr.isatty()
     client = _active_client()
     if client is not None:
-        try:
-            futures = client.compute(list(collections))
-            if progress:
-                from distributed import progress as show_progress
+        timeout = (
+            resolve_no_worker_timeout(no_worker_timeout)
+            if no_worker_timeout is not None or client not in _NO_WORKER_TIMEOUTS
+            else _NO_WORKER_TIMEOUTS[client]
+        )
+        return _compute_distributed(client, list(collections), progress, timeout, tolerate_deaths)
+    if not tolerate_deaths:
+        return list(_compute_local(collections, progress))
+    from concurrent.futures.process import BrokenProcessPool
 
-                with contextlib.redirect_stdout(sys.stderr):
-                    show_progress(futures)
-                    print(file=sys.stderr)
-            return tuple(client.gather(futures))
-        except CancelledError as err:
-            if client.status == "running" and "connection-lost" not in str(err):
-                raise
-            raise SchedulerLostError(
-                f"lost the connection to the Dask scheduler at {client.scheduler.address!r} "
-                "during the computation; its results are incomplete (re-run the command once "
-                "the scheduler is back)"
-            ) from err
+    try:
+        return list(_compute_local(collections, progress))
+    except BrokenProcessPool:  # which task? each alone, on a fresh pool
+        outcomes = []
+        for task in collections:
+            try:
+                with dask.config.set(num_workers=1):
+                    outcomes.append(_compute_local([task], False)[0])
+            except BrokenProcessPool:
+                outcomes.append(WORKER_DIED)
+        return outcomes
+
+
+def _compute_local(collections: Sequence[Any], progress: bool) -> tuple[Any, ...]:
     if progress:
         from dask.diagnostics import ProgressBar
 
         with ProgressBar(out=sys.stderr):
             return dask.compute(*collections)
     return dask.compute(*collections)
+
+
+def _compute_distributed(
+    client: Any, collections: list[Any], progress: bool, timeout: float, tolerate_deaths: bool
+) -> list[Any]:
+    from distributed import KilledWorker
+
+    futures = client.compute(collections)
+    try:
+        _wait_for(client, futures, progress, timeout, stop_on_error=not tolerate_deaths)
+        died = [
+            tolerate_deaths and f.status == "error" and isinstance(f.exception(), KilledWorker)
+            for f in futures
+        ]
+        for future, dead in zip(futures, died, strict=True):
+            if future.status == "error" and not dead:
+                _result(future)  # raises
+        live = [f for f, dead in zip(futures, died, strict=True) if not dead]
+        results = iter(client.gather(live))
+        return [WORKER_DIED if dead else next(results) for dead in died]
+    except CancelledError as err:
+        if client.status == "running" and "connection-lost" not in str(err):
+            raise
+        raise SchedulerLostError(
+            f"lost the connection to the Dask scheduler at {client.scheduler.address!r} "
+            "during the computation; its results are incomplete (re-run the command once "
+            "the scheduler is back)"
+        ) from err
+    except Exception:  # not on Ctrl-C: the cluster goes away with the client
+        if any(not f.done() for f in futures):
+            with contextlib.suppress(Exception), _logging_disabled():
+                client.cancel(futures)
+        raise
+
+
+def _result(future: Any) -> Any:
+    from distributed import KilledWorker
+
+    try:
+        return future.result()
+    except KilledWorker as err:
+        raise WorkerDiedError(
+            f"Dask workers died {err.allowed_failures + 1} times while running task "
+            f"{err.task!r} (out of memory, or a crash?); its results are incomplete: give the "
+            "workers more memory, then rerun the command to resume"
+        ) from err
+
+
+def _wait_for(
+    client: Any, futures: list[Any], progress: bool, timeout: float, stop_on_error: bool
+) -> None:
+    """Wait until every future is done, a progress bar on stderr; never forever without workers.
+
+    Raises :class:`NoWorkerError` once the cluster has had no worker for ``timeout`` seconds;
+    with ``stop_on_error``, returns as soon as a future fails.
+    """
+    from distributed import wait
+
+    start = time.monotonic()
+    bar = _ProgressBar(len(futures)) if progress else None
+    no_worker_since: float | None = None
+    next_check = 0.0
+    while True:
+        pending = [f for f in futures if not f.done()]
+        if bar is not None:
+            bar.show(len(futures) - len(pending), time.monotonic() - start)
+        if not pending or (stop_on_error and any(f.status == "error" for f in futures)):
+            break
+        with contextlib.suppress(TimeoutError):
+            wait(pending, timeout=POLL_INTERVAL, return_when="FIRST_COMPLETED")
+        now = time.monotonic()
+        if now < next_check:
+            continue
+        next_check = now + POLL_INTERVAL
+        if _n_workers(client):
+            no_worker_since = None
+        elif no_worker_since is None:
+            no_worker_since = now
+        elif now - no_worker_since >= timeout:
+            raise NoWorkerError(
+                f"no Dask worker for {timeout:g} s: the scheduler at "
+                f"{client.scheduler.address!r} has none left (did they die? out of memory?); "
+                "start workers, then rerun the command to resume"
+            )
+    if bar is not None:
+        bar.done()
+
+
+def _n_workers(client: Any) -> int:
+    try:
+        return len(client.nthreads())
+    except (OSError, TimeoutError):  # the scheduler is going away: the futures will say so
+        return 1
+
+
+class _ProgressBar:
+    """A text progress bar on standard error, as distributed draws it."""
+
+    width = 40
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+
+    def show(self, n_done: int, elapsed: float) -> None:
+        frac = n_done / self.total if self.total else 1.0
+        bar = "#" * int(self.width * frac)
+        line = f"[{bar:<{self.width}}] | {frac:4.0%} Completed | {elapsed:4.1f}s"
+        print(f"\r{line}", end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        print(file=sys.stderr, flush=True)
 
 
 def _active_client() -> Any:

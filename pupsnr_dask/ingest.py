@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import posixpath
+import signal
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -42,7 +44,7 @@ from dask.base import tokenize
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pupsnr_dask import durable, locations, schema
-from pupsnr_dask.cluster import compute
+from pupsnr_dask.cluster import WORKER_DIED, compute, compute_each
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 DEFAULT_SIZE = 256
@@ -56,6 +58,10 @@ PARTIAL_SUFFIX = durable.PARTIAL_SUFFIX
 #: Images declaring more pixels than this are rejected unread: Pillow's own bomb limit.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 PLAN_VERSION = 1
+#: The reason recorded for a file whose task kills its worker, even when run alone.
+KILLED_WORKER_REASON = "killed its worker: out of memory, or a crash while decoding?"
+#: Test hook: a worker loading the file of this relative path SIGKILLs itself first.
+KILL_WORKER_ENV = "PUPSNR_KILL_WORKER_ON"
 
 
 def pixels_compressors() -> tuple[Any, ...]:
@@ -131,7 +137,10 @@ def list_files(
 
     Symbolic links are listed, not followed: a link to a folder is an entry of its own (ingest
     rejects it), so loops cannot make the walk endless. A folder that cannot be listed is an
-    entry too, its path ending with ``/``, so that it is reported rather than skipped.
+    entry too, its path ending with ``/``, so that it is reported rather than skipped. A name
+    that is not valid UTF-8 is listed as :func:`os.fsdecode` gives it (its undecodable bytes
+    as lone surrogates, see :func:`escaped_name`): ingest rejects it and records its name
+    escaped.
 
     Zarr stores below ``src`` (folders holding ``zarr.json``, ``.zgroup`` or ``.zarray``), pupsnr
     journals (``X.partial``) and the lock files ``X.lock`` next to them are not listed (a store
@@ -204,6 +213,41 @@ def skipped_note(skipped: list[str]) -> str:
     n = len(skipped)
     shown = ", ".join(skipped[:5]) + (", ..." if n > 5 else "")
     return f"skipped {n} Zarr store{'s' if n != 1 else ''} inside SRC: {shown}"
+
+
+def escaped_name(source: str) -> str:
+    r"""``source`` as valid UTF-8 text, storable in Zarr and JSON: what ingest records for it.
+
+    A file name that is not valid UTF-8 comes out of a listing (:func:`os.fsdecode`) with lone
+    surrogates in place of its undecodable bytes; each such byte is written ``\xNN`` instead.
+    Valid names are returned unchanged.
+
+    Examples
+    --------
+    >>> import os
+    >>> print(escaped_name(os.fsdecode(b"bad\xff\xfe.png")))
+    bad\xff\xfe.png
+    >>> escaped_name("café.png")
+    'café.png'
+    """
+    if not _has_surrogates(source):
+        return source
+    return source.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def name_failure(source: str) -> str | None:
+    """The reason to reject a listed name that is not valid UTF-8, or None for a valid one."""
+    if not _has_surrogates(source):
+        return None
+    return f"file name is not valid UTF-8: stored escaped as '{escaped_name(source)}'"
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def canonical_src(src: str, storage_options: dict[str, Any] | None = None) -> str:
@@ -391,21 +435,55 @@ def _ingest_batch(
     a record that exists describes pixels that are all in place.
     """
     import fsspec
-    import zarr
 
     fs, root = fsspec.core.url_to_fs(src, **(storage_options or {}))
     root = root.rstrip("/") or "/"
+    loaded = [_load_one(fs, root, source, size, threshold) for source in sources]
+    return _write_batch(partial, batch, sources, loaded, size, storage_options)
+
+
+def _ingest_file(
+    src: str, source: str, size: int, threshold: float, storage_options: dict[str, Any] | None
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """Worker task: load one file of a batch whose worker died (see :func:`_stage`)."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(src, **(storage_options or {}))
+    return _load_one(fs, root.rstrip("/") or "/", source, size, threshold)
+
+
+def _load_one(
+    fs: Any, root: str, source: str, size: int, threshold: float
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """One file's resized image (or None) and its record as a dict."""
+    failure = name_failure(source)
+    if failure is not None:
+        return None, asdict(Record(escaped_name(source), False, failure))
+    if os.environ.get(KILL_WORKER_ENV) == source:  # test hook: a worker that crashes
+        os.kill(os.getpid(), signal.SIGKILL)
+    image, record = load_source(fs, root, source, size, threshold)
+    return image, asdict(record)
+
+
+def _write_batch(
+    partial: str,
+    batch: int,
+    sources: list[str],
+    loaded: list[tuple[np.ndarray | None, dict[str, Any]]],
+    size: int,
+    storage_options: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """Write a batch's pixels to the staging array, then its record; return its rows."""
+    import zarr
+
     pixels = np.zeros((len(sources), size, size, 3), dtype=np.uint8)
-    records = []
-    for i, source in enumerate(sources):
-        image, record = load_source(fs, root, source, size, threshold)
+    for i, (image, _) in enumerate(loaded):
         if image is not None:
             pixels[i] = image
-        records.append(record)
     staging = zarr.open_array(f"{partial}/pixels", mode="r+", storage_options=storage_options)
     start = batch * staging.chunks[0]
     staging[start : start + len(sources)] = pixels
-    rows = [asdict(r) for r in records]
+    rows = [row for _, row in loaded]
     done = {"batch": batch, "sources": sources, "rows": rows, "sha256": _digest(pixels)}
     durable.write_json(_record_path(partial, batch), done, storage_options)
     durable.kill_point(f"ingest:batch:{batch}")
@@ -623,7 +701,7 @@ def _plan_new_files(job: _Job, sources: list[str], summary: IngestSummary) -> di
         base = {"images": 0, "files": 0, "rejected": 0}
     else:
         known = base.pop("known")
-        new = [s for s in sources if s not in known]
+        new = [s for s in sources if escaped_name(s) not in known]
         if not new:
             summary.n_total = base["images"]
             return None
@@ -770,7 +848,13 @@ def _read_records(job: _Job, plan: dict[str, Any]) -> dict[int, dict[str, Any]]:
 
 
 def _stage(job: _Job, plan: dict[str, Any], pending: list[int]) -> dict[int, list[dict]]:
-    """Decode, test and resize the pending batches in parallel into the staging array."""
+    """Decode, test and resize the pending batches in parallel into the staging array.
+
+    A batch whose workers died (out of memory, a crash: Dask gives it up) is loaded again one
+    file per task; a file whose task still kills its worker when run alone is rejected with
+    :data:`KILLED_WORKER_REASON`, and the batch is written with the others' images and records
+    exactly as the batch task would have written them.
+    """
     batches = _batches(plan)
     token = tokenize(job.partial, plan["files"])
     task = dask.delayed(_ingest_batch, pure=True)
@@ -787,7 +871,54 @@ def _stage(job: _Job, plan: dict[str, Any], pending: list[int]) -> dict[int, lis
         )
         for b in pending
     ]
-    return dict(zip(pending, compute(*tasks, progress=job.progress), strict=True))
+    outcomes = dict(zip(pending, compute_each(tasks, progress=job.progress), strict=True))
+    rows = {b: out for b, out in outcomes.items() if out is not WORKER_DIED}
+    killed = [b for b in pending if outcomes[b] is WORKER_DIED]
+    if killed:
+        rows.update(_stage_file_by_file(job, plan, killed, token))
+    return rows
+
+
+def _stage_file_by_file(
+    job: _Job, plan: dict[str, Any], killed: list[int], token: str
+) -> dict[int, list[dict]]:
+    """The batches whose workers died, loaded one file per task, then written by the client."""
+    batches = _batches(plan)
+    size, threshold = plan["params"]["size"], plan["params"]["threshold"]
+    files = [(b, i) for b in killed for i in range(len(batches[b]))]
+
+    def tasks(keys: list[tuple[int, int]], attempt: str) -> list[Any]:
+        task = dask.delayed(_ingest_file, pure=False)
+        return [
+            task(
+                job.src,
+                batches[b][i],
+                size,
+                threshold,
+                job.storage_options,
+                dask_key_name=f"pupsnr-ingest-file-{attempt}-{token}-{b:08d}-{i:06d}",
+            )
+            for b, i in keys
+        ]
+
+    loaded = dict(zip(files, compute_each(tasks(files, "all"), job.progress), strict=True))
+    # Dask counts a death against every task waiting on that worker: try each suspect alone.
+    for key in [k for k in files if loaded[k] is WORKER_DIED]:
+        (loaded[key],) = compute_each(tasks([key], "alone"), progress=False)
+        if loaded[key] is WORKER_DIED:
+            source = batches[key[0]][key[1]]
+            loaded[key] = (None, asdict(Record(escaped_name(source), False, KILLED_WORKER_REASON)))
+    return {
+        b: _write_batch(
+            job.partial,
+            b,
+            batches[b],
+            [loaded[b, i] for i in range(len(batches[b]))],
+            size,
+            job.storage_options,
+        )
+        for b in killed
+    }
 
 
 def _finalize(job: _Job, plan: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:

@@ -137,7 +137,8 @@ def process_cluster(
                     cwd,
                 )
             )
-        wait_for_workers(cluster.address, tls_args, n_workers)
+        if n_workers:
+            wait_for_workers(cluster.address, tls_args, n_workers)
         yield cluster
     finally:
         for proc in [*cluster.workers, scheduler]:
