@@ -56,7 +56,15 @@ from PIL import Image
 from pupsnr_dask import locations, plots, schema
 from pupsnr_dask.cluster import compute
 from pupsnr_dask.experiment import Split, select_split
-from pupsnr_dask.ingest import IMAGE_EXTENSIONS, decode_rgb, list_files, resize_lanczos
+from pupsnr_dask.ingest import (
+    IMAGE_EXTENSIONS,
+    decode_budget,
+    decode_failure,
+    decode_rgb,
+    image_extension,
+    list_files,
+    resize_lanczos,
+)
 from pupsnr_dask.metrics import psnr_from_mse, psnr_kernel
 from pupsnr_dask.report import FORMATS, Format, format_value, records_to_csv
 from pupsnr_dask.stats import t_half_width
@@ -155,7 +163,8 @@ def _examples(names: Sequence[str]) -> str:
 
 
 def _stem(path: str) -> str:
-    return posixpath.splitext(path)[0]
+    ext = image_extension(path)  # as ingest reads it: "..png" is a PNG named "."
+    return path[: len(path) - len(ext)] if ext else path
 
 
 def match_predictions(sources: Sequence[str], names: Sequence[str]) -> Matching:
@@ -270,12 +279,14 @@ def _psnr_files_batch(
     fs, base = fsspec.core.url_to_fs(root, **(storage_options or {}))
     preds = np.zeros_like(truth)
     notes: Notes = []
+    budget = decode_budget()
     for j, name in enumerate(names):
-        try:
+        try:  # the formats of its extension only, its size and memory checked first
             with fs.open(posixpath.join(base.rstrip("/"), name), "rb") as fp:
-                preds[j], resized = _fit(decode_rgb(fp), truth.shape[1])
+                rgb = decode_rgb(fp, name=name, max_bytes=budget)
+                preds[j], resized = _fit(rgb, truth.shape[1])
         except Exception as err:  # a bad file is reported, never a crash
-            notes.append((j, "unreadable", f"cannot decode: {type(err).__name__}"))
+            notes.append((j, "unreadable", decode_failure(err)))
             continue
         if resized:
             notes.append((j, "resized", resized))
@@ -746,7 +757,7 @@ def _match(
         files = list_files(predictions, storage_options)
     except (FileNotFoundError, NotADirectoryError) as err:
         raise type(err)(f"predictions {predictions!r} is not a folder or a store") from err
-    images = [f for f in files if posixpath.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+    images = [f for f in files if image_extension(f) in IMAGE_EXTENSIONS]
     matching = match_predictions(sources, images)
     matching.ignored = sorted(set(files) - set(images))
     return matching, predictions
@@ -1112,12 +1123,15 @@ def plot_advice(ds: xr.Dataset, path: str | None = None) -> Any:
         if matched.get("n_images", a["n_images"]) != a["n_images"]
         else ""
     )
-    fig.suptitle(
+    fig.suptitle(  # parse_math=False: names from the data are drawn as they are ($ too)
         f"Does the model use its deep layers?  variant {a['variant']}, {a['n_images']} images"
-        f"{of}, split {a['split']}"
+        f"{of}, split {a['split']}",
+        parse_math=False,
     )
     caption = " ".join([a["conclusion"], *notes])
-    fig.supxlabel(textwrap.fill(caption, 170), fontsize="small", ha="left", x=0.01)
+    fig.supxlabel(
+        textwrap.fill(caption, 170), fontsize="small", ha="left", x=0.01, parse_math=False
+    )
     if path is not None:
         fig.savefig(path, dpi=120)
         plt.close(fig)

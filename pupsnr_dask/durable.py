@@ -3,6 +3,7 @@
 Every writer of a store ``STORE`` (a path or fsspec URL) uses two neighbours::
 
     STORE.lock      who is writing STORE now: {"pid", "host", "started", "command"}
+                    (credentials hidden from the command; mode 0600 on a local disk)
     STORE.partial/  the journal of unfinished work: a plan, one record per finished task
 
 :class:`StoreLock` takes ``STORE.lock`` for the duration of a ``with`` block; a second writer
@@ -51,17 +52,29 @@ def partial_path(store: str) -> str:
     return store.rstrip("/") + PARTIAL_SUFFIX
 
 
+#: Mode of a lock file on a local disk: it names the command, readable by its owner only.
+LOCK_FILE_MODE = 0o600
+#: ``taken_over`` of a lock whose file was empty or not valid JSON (a writer that died while
+#: writing it, on a full disk for instance).
+UNREADABLE_HOLDER = {"unreadable": True}
+
+
 def _holder_info() -> dict[str, Any]:
+    """Who takes a lock: pid, host, start time and the command, its credentials hidden."""
+    from pupsnr_dask.schema import redact_argv
+
     return {
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": " ".join(sys.argv)[:300],
+        "command": " ".join(redact_argv(list(sys.argv)))[:1000],
     }
 
 
 def describe(holder: dict[str, Any] | None) -> str:
     """A lock holder for messages: pid, host and start time."""
+    if holder == UNREADABLE_HOLDER:
+        return "a process that left an empty or unreadable lock file"
     if not holder:
         return "an unknown process"
     return (
@@ -135,7 +148,7 @@ class StoreLock:
         import fcntl
 
         for _ in range(10):
-            fd = os.open(self._fspath, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self._fspath, os.O_RDWR | os.O_CREAT, LOCK_FILE_MODE)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -152,13 +165,26 @@ class StoreLock:
             previous = _read_holder_fd(fd)
             if previous:
                 self.taken_over = previous
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.ftruncate(fd, 0)
-            os.write(fd, json.dumps(self._info).encode())
-            os.fsync(fd)
+            try:
+                self._write_holder_fd(fd)
+            except OSError:  # a full disk: leave no lock file behind, not even an empty one
+                with contextlib.suppress(OSError):
+                    os.unlink(self._fspath)  # still holding the flock: it is ours
+                os.close(fd)
+                raise
             self._fd = fd
             return
         raise self._refuse(None)
+
+    def _write_holder_fd(self, fd: int) -> None:
+        os.fchmod(fd, LOCK_FILE_MODE)  # also a lock file left by an older version
+        data = json.dumps(self._info).encode()
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.ftruncate(fd, 0)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
 
     # -- elsewhere: exclusive creation, stale when its process is dead on this host -----------
     def _acquire_exclusive_file(self) -> None:
@@ -175,21 +201,31 @@ class StoreLock:
                     self.fs.pipe_file(self._fspath, data)
                     return
             holder = self._read_holder_file()
+            if holder is None:  # released meanwhile: try again
+                continue
             if not self._is_stale(holder):
                 raise self._refuse(holder)
-            self.taken_over = holder
+            self.taken_over = holder or UNREADABLE_HOLDER
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(self._fspath)
         raise self._refuse(self._read_holder_file())
 
     def _read_holder_file(self) -> dict[str, Any] | None:
+        """The holder in the lock file; ``{}`` when it is empty or unreadable, None if gone."""
         try:
-            return _parse_holder(self.fs.cat_file(self._fspath))
+            return _parse_holder(self.fs.cat_file(self._fspath)) or {}
         except FileNotFoundError:
             return None
 
     @staticmethod
     def _is_stale(holder: dict[str, Any] | None) -> bool:
+        """True for a holder that died on this host, and for an empty or unreadable lock file.
+
+        An object store writes a lock file in one request, whole: an empty or unparsable one
+        was left by a writer that failed while writing it, never by a live one.
+        """
+        if holder == {}:
+            return True
         if not holder or holder.get("host") != socket.gethostname():
             return False
         pid = holder.get("pid")

@@ -205,7 +205,7 @@ def build_html(
     n = cube.sizes[schema.IMAGE]
     body = [
         "<h1>pupsnr: PSNR of the PU transform</h1>",
-        f'<p class="sub">{n} images, split {html.escape(split)}; results '
+        f'<p class="sub">{n} images, split {_e(split)}; results '
         f"{_code(results_name or '(in memory)')}; generated {_now()}</p>",
         _tables_section(summary),
         _plot_section(cube),
@@ -226,8 +226,17 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _code(text: Any) -> str:
-    return f"<code>{html.escape(str(text))}</code>"
+class _Html(str):
+    """Markup built here from escaped parts; any other ``str`` is text, escaped by :func:`_e`."""
+
+
+def _e(value: Any) -> str:
+    """``value`` as HTML: text (anything from a store or a name) escaped, :class:`_Html` kept."""
+    return value if isinstance(value, _Html) else html.escape(str(value))
+
+
+def _code(text: Any) -> _Html:
+    return _Html(f"<code>{_e(text)}</code>")
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -362,8 +371,8 @@ def grid_html(grid: xr.DataArray, cell_px: int = GRID_CELL_PX) -> str:
     scales = grid[schema.SCALE].values.tolist()
     resolution = grid[schema.RESOLUTION].values.tolist()
     head = "".join(
-        f"<th>{'original' if s == 1 else f'scale {s}'}<br>"
-        f"{html.escape(plots.scale_label(s, r)).replace(chr(10), ' · ')}</th>"
+        f"<th>{'original' if s == 1 else f'scale {_e(s)}'}<br>"
+        f"{_e(plots.scale_label(s, r)).replace(chr(10), ' · ')}</th>"
         for s, r in zip(scales, resolution, strict=True)
     )
     rows = []
@@ -377,11 +386,11 @@ def grid_html(grid: xr.DataArray, cell_px: int = GRID_CELL_PX) -> str:
             img.save(buf, format="PNG")
             text = plots.psnr_text(float(grid[schema.PSNR].values[j, k]))
             cells.append(
-                f'<td><div class="psnr">{html.escape(text)}</div><img src="'
-                f'{png_data_uri(buf.getvalue())}" width="{cell_px}" height="{cell_px}" '
-                f'alt="{html.escape(variant)}, scale {scales[k]}: {html.escape(text)}"></td>'
+                f'<td><div class="psnr">{_e(text)}</div><img src="'
+                f'{png_data_uri(buf.getvalue())}" width="{int(cell_px)}" height="{int(cell_px)}" '
+                f'alt="{_e(variant)}, scale {_e(scales[k])}: {_e(text)}"></td>'
             )
-        rows.append(f'<tr><th class="row">{html.escape(variant)}</th>{"".join(cells)}</tr>')
+        rows.append(f'<tr><th class="row">{_e(variant)}</th>{"".join(cells)}</tr>')
     return (
         f'<table class="pugrid"><thead><tr><th></th>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table>"
@@ -392,12 +401,12 @@ def _thumb(
     value: float, image: int, source: str, pictures: dict[int, dict[str, Any]] | None
 ) -> str:
     label = "∞" if np.isinf(value) else f"{value:.2f} dB"
-    title = html.escape(f"image {image}: {source}, PSNR {label}")
-    name = f'<span class="name">{html.escape(source.rsplit("/", 1)[-1])}</span>'
+    title = _e(f"image {image}: {source}, PSNR {label}")
+    name = f'<span class="name">{_e(source.rsplit("/", 1)[-1])}</span>'
     if pictures is None:
         return f'<span class="thumb" title="{title}">{label}{name}</span>'
     entry = pictures[image]
-    target = f"#image-{image}" if "grid" in entry else "#grids"
+    target = f"#image-{int(image)}" if "grid" in entry else "#grids"
     return (
         f'<a class="thumb" href="{target}" title="{title}"><img src="{entry["thumb"]}" '
         f'width="{THUMBNAIL_PX}" height="{THUMBNAIL_PX}" alt="{title}">{label}{name}</a>'
@@ -417,7 +426,7 @@ def _extremes_section(
         "highest PSNR (thumbnails of the true image; click one for its PU grid).</p>",
     ]
     if pictures is None:
-        parts.append(f'<p class="note">No thumbnails: {html.escape(images_note)}.</p>')
+        parts.append(f'<p class="note">No thumbnails: {_e(images_note)}.</p>')
     parts.append(
         "<table><thead><tr><th>variant</th><th>scale</th><th>lowest PSNR</th>"
         "<th>highest PSNR</th></tr></thead><tbody>"
@@ -425,7 +434,7 @@ def _extremes_section(
     n = cube.sizes[schema.IMAGE]
     for (variant, scale), pair in picks.items():
         res = int(cube[schema.RESOLUTION].sel({schema.SCALE: scale}))
-        head = f"<tr><td>{html.escape(variant)}</td><td>{scale} ({res} px)</td>"
+        head = f"<tr><td>{_e(variant)}</td><td>{_e(scale)} ({res} px)</td>"
         if pair is None:
             parts.append(
                 f'{head}<td colspan="2" class="note">all {n} images identical to the target '
@@ -452,7 +461,7 @@ def _extremes_section(
 def _grids_section(pictures: dict[int, dict[str, Any]] | None, images_note: str) -> str:
     parts = ['<h2 id="grids">PU grids</h2>']
     if pictures is None:
-        parts.append(f'<p class="note">No grids: {html.escape(images_note)}.</p>')
+        parts.append(f'<p class="note">No grids: {_e(images_note)}.</p>')
         return "".join(parts)
     parts.append(
         '<p class="note">Each image shown above: rows true / gray / mosaic, columns the '
@@ -463,15 +472,16 @@ def _grids_section(pictures: dict[int, dict[str, Any]] | None, images_note: str)
         if "grid" not in entry:
             continue
         head = (
-            f"image {entry['image']}: {html.escape(entry['source'])} — split "
-            f"{html.escape(entry['split'])}, colour score {entry['color_score']:.3f}, "
-            f"original {entry['original']} px"
+            f"image {int(entry['image'])}: {_e(entry['source'])} — split "
+            f"{_e(entry['split'])}, colour score {entry['color_score']:.3f}, "
+            f"original {_e(entry['original'])} px"
         )
         parts.append(
-            f'<div class="grid" id="image-{entry["image"]}"><h3>{head}</h3>{entry["grid"]}</div>'
+            f'<div class="grid" id="image-{int(entry["image"])}"><h3>{head}</h3>'
+            f"{entry['grid']}</div>"
         )
     if missing:
-        names = ", ".join(html.escape(e["source"]) for e in missing)
+        names = ", ".join(_e(e["source"]) for e in missing)
         parts.append(
             f'<p class="note">{len(missing)} more images without a grid here (at most '
             f"{MAX_GRIDS}): {names}. <code>pupsnr grid STORE --image SOURCE -o FILE.png</code> "
@@ -492,12 +502,12 @@ def _provenance_section(
     attrs = results.attrs
     splits = query._strings(results[schema.SPLIT].values)
     counts = ", ".join(f"{s}: {int((splits == s).sum())}" for s in schema.SPLITS)
-    items: list[tuple[str, str]] = [
+    items: list[tuple[str, Any]] = [  # (label, text or _Html): every value escaped below
         ("report generated", _now()),
         ("results store", _code(results_name or "(in memory)")),
         ("results written", store_modified(results_name, storage_options) or "unknown"),
         ("images store", _code(images_name) if images_name else "none"),
-        ("images store found", html.escape(images_note or "—")),
+        ("images store found", images_note or "—"),
     ]
     if images is not None:
         items.append(("images written", store_modified(images_name, storage_options) or "unknown"))
@@ -518,7 +528,7 @@ def _provenance_section(
     ):
         if key in attrs:
             label = "written by pupsnr-dask" if key == schema.VERSION_ATTR else key
-            items.append((label.replace("_", " "), html.escape(str(attrs[key]))))
+            items.append((label.replace("_", " "), attrs[key]))
     ingest = dict(attrs.get("images_store_attrs", {}))
     if images is not None:
         ingest.update({k: v for k, v in images.attrs.items() if k != schema.REJECTED_ATTR})
@@ -526,10 +536,10 @@ def _provenance_section(
         items.append(("files rejected at ingest", str(len(rejected))))
     for key, value in ingest.items():
         if key != schema.KIND_ATTR:
-            items.append((f"ingest: {key.replace('_', ' ')}", html.escape(str(value))))
+            items.append((f"ingest: {str(key).replace('_', ' ')}", value))
     for name, version in software_versions().items():
-        items.append((f"version of {name} (this report)", html.escape(version)))
-    rows = "".join(f"<dt>{html.escape(k)}</dt><dd>{v}</dd>" for k, v in items)
+        items.append((f"version of {name} (this report)", version))
+    rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items)
     return f'<h2 id="provenance">Provenance</h2><dl class="meta">{rows}</dl>'
 
 

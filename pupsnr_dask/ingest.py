@@ -21,13 +21,18 @@ second writer out.
 
 Every file gets an answer: kept, or rejected with a reason recorded in the store. Folders
 reached through symbolic links are not followed (no loops); symbolic links to files are.
-Named pipes, sockets and devices are never opened (no hang); images declaring more than
-:data:`MAX_PIXELS` pixels are rejected before their pixels are decoded (decompression bombs).
+Named pipes, sockets and devices are never opened (no hang). A file is opened only as the
+formats its extension allows (:data:`EXTENSION_FORMATS`), and rejected before any pixel is
+decoded when it declares more than :data:`MAX_PIXELS` pixels (decompression bombs), has more
+than :data:`MAX_JPEG_SCANS` scans (a JPEG that decodes for minutes), or would need more memory
+than :func:`decode_budget` allows (:func:`decode_bytes`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import math
 import os
 import posixpath
@@ -46,7 +51,23 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pupsnr_dask import durable, locations, schema
 from pupsnr_dask.cluster import WORKER_DIED, compute, compute_each
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+#: The Pillow formats each image extension allows: a file is opened with these only
+#: (``Image.open(formats=...)``), so Pillow never hands it to another decoder (PostScript to
+#: Ghostscript, say). The JPEG decoder also opens multi-picture JPEGs (reported as MPO), the
+#: PNG decoder animated PNGs; DIB is a BMP without its file header.
+EXTENSION_FORMATS: dict[str, tuple[str, ...]] = {
+    ".jpg": ("JPEG",),
+    ".jpeg": ("JPEG",),
+    ".png": ("PNG",),
+    ".webp": ("WEBP",),
+    ".bmp": ("BMP", "DIB"),
+    ".tif": ("TIFF",),
+    ".tiff": ("TIFF",),
+    ".gif": ("GIF",),
+}
+IMAGE_EXTENSIONS = frozenset(EXTENSION_FORMATS)
+#: Every format some extension allows: for a file whose name says nothing.
+ALLOWED_FORMATS = tuple(dict.fromkeys(f for fs in EXTENSION_FORMATS.values() for f in fs))
 DEFAULT_SIZE = 256
 DEFAULT_THRESHOLD = 0.995
 DEFAULT_CHUNK_SIZE = schema.DEFAULT_CHUNK_SIZE
@@ -57,6 +78,20 @@ PIXELS_ZSTD_LEVEL = 1
 PARTIAL_SUFFIX = durable.PARTIAL_SUFFIX
 #: Images declaring more pixels than this are rejected unread: Pillow's own bomb limit.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+#: JPEGs with more scans than this are rejected undecoded: each scan of a progressive JPEG is
+#: a pass over the whole image, so repeated scans make a small file take minutes (500 is the
+#: limit libjpeg-turbo suggests for its tools and uses in its fuzzers).
+MAX_JPEG_SCANS = 500
+#: Memory one decode may need at most (see :func:`decode_bytes`): a module constant, lowered
+#: to :data:`DECODE_MEMORY_FRACTION` of a Dask worker's memory limit per thread when that is
+#: smaller (:func:`decode_budget`).
+MAX_DECODE_BYTES = 1 << 30
+DECODE_MEMORY_FRACTION = 0.5
+#: Bytes a pixel that a decoder needs on top of the image (libwebp's output buffer and its
+#: copy, measured: 20.9 bytes a pixel in all for lossless RGB WebP, 11.4 for PNG and JPEG).
+_DECODER_BYTES_PER_PIXEL = {"WEBP": 10}
+#: Bytes a pixel of the RGB image (Pillow keeps RGB in 4 bytes) and of its NumPy copy.
+_RGB_BYTES_PER_PIXEL = 4 + 3
 PLAN_VERSION = 1
 #: The reason recorded for a file whose task kills its worker, even when run alone.
 KILLED_WORKER_REASON = "killed its worker: out of memory, or a crash while decoding?"
@@ -264,33 +299,250 @@ class TooManyPixelsError(ValueError):
     """An image declares more pixels than the limit (a decompression bomb, perhaps)."""
 
 
-def decode_rgb(fp: str | IO[bytes], max_pixels: int = MAX_PIXELS) -> Image.Image:
+class DecodeRefusedError(ValueError):
+    """An image that is not decoded, for the reason its message gives (recorded as it is)."""
+
+
+def image_extension(name: str) -> str:
+    """The extension of a file name, lower case: from its last dot, unless that starts the name.
+
+    Unlike ``posixpath.splitext``, dots that begin a name count only up to the last one:
+    ``..png`` is a PNG (``splitext`` gives it no extension), ``.png`` a hidden file without one.
+
+    Examples
+    --------
+    >>> image_extension("a/b.JPG"), image_extension("..png"), image_extension(".png")
+    ('.jpg', '.png', '')
+    """
+    base = posixpath.basename(name)
+    dot = base.rfind(".")
+    return base[dot:].lower() if dot > 0 else ""
+
+
+def formats_for(name: str | None) -> tuple[str, ...]:
+    """The Pillow formats a file of this name may be opened as (:data:`EXTENSION_FORMATS`)."""
+    return EXTENSION_FORMATS.get(image_extension(name or ""), ALLOWED_FORMATS)
+
+
+def decode_rgb(
+    fp: str | IO[bytes],
+    max_pixels: int = MAX_PIXELS,
+    *,
+    name: str | None = None,
+    max_bytes: int = MAX_DECODE_BYTES,
+    max_scans: int = MAX_JPEG_SCANS,
+) -> Image.Image:
     """Decode the first frame of an image file, apply its EXIF orientation, convert to RGB.
 
     Palette, RGBA (alpha dropped), CMYK, 16-bit and other modes become RGB exactly as Pillow's
-    ``convert("RGB")`` makes them.
+    ``convert("RGB")`` makes them. Only the formats that the extension of ``name`` allows
+    (:func:`formats_for`) are tried, and every limit is checked before any pixel is decoded.
+
+    Parameters
+    ----------
+    fp : str or binary file
+        The file, seekable.
+    max_pixels : int
+        Most pixels the first frame may declare.
+    name : str, optional
+        The file's name, for its extension; by default ``fp`` when it is a path. Without one,
+        every format of :data:`ALLOWED_FORMATS` is tried.
+    max_bytes : int
+        Most memory the decode may need (:func:`decode_bytes`).
+    max_scans : int
+        Most scans a JPEG may have (:func:`jpeg_scan_count`).
 
     Raises
     ------
     TooManyPixelsError
         When the header declares more than ``max_pixels`` pixels; nothing is decoded.
+    DecodeRefusedError
+        When the file is not of a format its extension allows, when it is a JPEG of more than
+        ``max_scans`` scans or would need more than ``max_bytes`` to decode; nothing decoded.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # bomb, palette and EXIF notices: decided below
-        with Image.open(fp) as img:
+    if name is None and isinstance(fp, str):
+        name = fp
+    formats = formats_for(name)
+    with contextlib.ExitStack() as stack:
+        if isinstance(fp, str):
+            fp = stack.enter_context(open(fp, "rb"))
+        fp = _check_jpeg_scans(fp, formats, max_scans)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # bomb, palette and EXIF notices: decided below
+            img = stack.enter_context(_open_as(fp, formats, name))
             if img.width * img.height > max_pixels:
                 raise TooManyPixelsError(
                     f"{img.width} x {img.height} pixels is more than max_pixels={max_pixels}"
                 )
-            img.seek(0)
+            img.seek(0)  # the frame whose size was checked (already the current one)
+            _check_memory(decode_bytes(img), max_bytes)
+            img.load()
+            if _orientation(img) in _TURNING_ORIENTATIONS:  # exif_transpose makes a copy
+                _check_memory(decode_bytes(img, turned=True), max_bytes)
             upright = ImageOps.exif_transpose(img)
             return upright.convert("RGB")
+    raise AssertionError("unreachable")  # for type checkers: the with block returns
+
+
+_TURNING_ORIENTATIONS = range(2, 9)
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except Exception:  # unreadable EXIF: exif_transpose then leaves the image as it is
+        return 1
+
+
+def _open_as(fp: IO[bytes], formats: tuple[str, ...], name: str | None) -> Image.Image:
+    """``Image.open`` trying only ``formats``; a mismatch is a :class:`DecodeRefusedError`."""
+    try:
+        return Image.open(fp, formats=list(formats))
+    except UnidentifiedImageError:
+        if formats == ALLOWED_FORMATS:
+            raise
+    ext = image_extension(name or "")
+    reason = f"cannot decode: not {_a(formats[0])} file (the extension says {ext})"
+    fp.seek(0)
+    try:  # which allowed format it is, if any: those plugins only parse the header
+        with Image.open(fp, formats=list(ALLOWED_FORMATS)) as other:
+            reason = reason[:-1] + f"; it is {_a(str(other.format))} file)"
+    except Exception:  # anything else: not named
+        pass
+    raise DecodeRefusedError(reason)
+
+
+def _a(format_name: str) -> str:
+    return f"an {format_name}" if format_name[:1] in "AEIOU" else f"a {format_name}"
+
+
+def _check_memory(need: int, limit: int) -> None:
+    if need > limit:  # MB rounded up for the need, down for the limit
+        raise DecodeRefusedError(
+            f"cannot decode: would need {math.ceil(need / 1e6)} MB to decode, more than the "
+            f"{math.floor(limit / 1e6)} MB limit"
+        )
+
+
+def decode_bytes(img: Image.Image, *, turned: bool = False) -> int:
+    """Memory that decoding the current frame of ``img`` and converting it to RGB will need.
+
+    Known before any pixel is decoded, from the frame's size, mode and format: the decoded
+    frame (Pillow keeps 1 byte a pixel for 8-bit modes with one band, 2 for 16-bit, 4 for
+    32-bit and for every mode with several bands, whatever their bit depth), the decoder's own
+    buffers (WebP), the RGB image (4 bytes a pixel) and its NumPy copy (3); ``turned``: plus
+    the copy that an EXIF orientation makes. Measured peaks are within 1.5 bytes a pixel.
+
+    Examples
+    --------
+    >>> decode_bytes(Image.new("RGB", (1000, 1000)))
+    11000000
+    >>> decode_bytes(Image.new("I;16", (1000, 1000)), turned=True)
+    11000000
+    """
+    native = _bytes_per_pixel(img.mode)
+    per_pixel = native * (2 if turned else 1) + _RGB_BYTES_PER_PIXEL
+    per_pixel += _DECODER_BYTES_PER_PIXEL.get(str(img.format), 0)
+    return img.width * img.height * per_pixel
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    from PIL import ImageMode
+
+    try:
+        info = ImageMode.getmode(mode)
+    except KeyError:
+        return 4
+    if len(info.bands) > 1:
+        return 4
+    return max(1, np.dtype(info.typestr).itemsize)
+
+
+def decode_budget() -> int:
+    """Memory a decode may need: :data:`MAX_DECODE_BYTES`, or less on a small Dask worker.
+
+    In a Dask worker with a memory limit, at most :data:`DECODE_MEMORY_FRACTION` of that limit
+    divided among its threads (which decode at the same time): a decode that would need more
+    is rejected rather than getting its worker killed.
+    """
+    import sys
+
+    if "distributed" not in sys.modules:  # not on a distributed worker
+        return MAX_DECODE_BYTES
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:
+        return MAX_DECODE_BYTES
+    limit = getattr(getattr(worker, "memory_manager", worker), "memory_limit", None)
+    threads = max(1, int(getattr(getattr(worker, "state", worker), "nthreads", 1) or 1))
+    if not limit:
+        return MAX_DECODE_BYTES
+    return min(MAX_DECODE_BYTES, int(DECODE_MEMORY_FRACTION * limit / threads))
+
+
+_JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01, 0xD8}  # RSTn, TEM, SOI: no length
+
+
+def jpeg_scan_count(data: bytes) -> int:
+    r"""The number of scans (SOS markers) of the first image of a JPEG file, read unencoded.
+
+    The walk follows the markers' lengths, so bytes inside other segments (an EXIF thumbnail,
+    ICC data) and the pictures that follow the first in an MPO file are not counted. A
+    truncated file counts the scans it has.
+
+    Examples
+    --------
+    >>> jpeg_scan_count(b"\xff\xd8" + 2 * b"\xff\xda\x00\x02\x11\xff\x00" + b"\xff\xd9")
+    2
+    """
+    scans, pos, n = 0, 2, len(data)
+    while pos + 1 < n:
+        if data[pos] != 0xFF:  # entropy-coded data of a scan: find its end
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                break
+            continue
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+        elif marker == 0x00 or marker in _JPEG_STANDALONE:  # stuffed byte, restart marker
+            pos += 2
+        elif marker == 0xD9:  # end of the first image
+            break
+        else:
+            if pos + 3 >= n:
+                break
+            scans += marker == 0xDA
+            pos += 2 + ((data[pos + 2] << 8) | data[pos + 3])
+    return scans
+
+
+def _check_jpeg_scans(fp: IO[bytes], formats: tuple[str, ...], max_scans: int) -> IO[bytes]:
+    """``fp``, or an in-memory copy of it once its scans are counted when it is a JPEG."""
+    if "JPEG" not in formats:
+        return fp
+    start = fp.tell()
+    head = fp.read(3)
+    fp.seek(start)
+    if head != b"\xff\xd8\xff":
+        return fp
+    data = fp.read()
+    scans = jpeg_scan_count(data)
+    if scans > max_scans:
+        raise DecodeRefusedError(
+            f"cannot decode: {scans} JPEG scans, more than {max_scans} (a decoding bomb?)"
+        )
+    return io.BytesIO(data)
 
 
 def decode_failure(err: Exception) -> str:
     """The reason recorded for a file that Pillow could not decode."""
     if isinstance(err, TooManyPixelsError | Image.DecompressionBombError):
         return f"too many pixels: more than {MAX_PIXELS} (a decompression bomb?)"
+    if isinstance(err, DecodeRefusedError):
+        return str(err)
     if isinstance(err, UnidentifiedImageError):
         return "cannot decode: not a recognised image format"
     if isinstance(err, EOFError) or (isinstance(err, OSError) and "truncated" in str(err)):
@@ -353,17 +605,27 @@ def resize_lanczos(img: Image.Image, size: int) -> np.ndarray:
 
 
 def load_resized(
-    fp: str | IO[bytes], source: str, size: int, threshold: float
+    fp: str | IO[bytes],
+    source: str,
+    size: int,
+    threshold: float,
+    *,
+    max_bytes: int | None = None,
 ) -> tuple[np.ndarray | None, Record]:
     """Decode, colour-test and resize one file; never raises for a bad file.
+
+    ``source`` is the file's name: its extension says which formats are tried
+    (:func:`decode_rgb`). ``max_bytes``: the memory a decode may need, by default
+    :func:`decode_budget`.
 
     Returns
     -------
     (np.ndarray or None, Record)
         The resized uint8 image when accepted, else None; and the record saying why.
     """
+    budget = decode_budget() if max_bytes is None else max_bytes
     try:
-        rgb = decode_rgb(fp)
+        rgb = decode_rgb(fp, name=source, max_bytes=budget)
         width, height = rgb.size
         score = color_score(np.asarray(rgb))
     except Exception as err:  # any decoder failure is a rejection, not a crash
@@ -409,7 +671,7 @@ def load_source(
         return None, Record(source, False, "symbolic link to a folder: not followed")
     if info["type"] != "file":
         return None, Record(source, False, "not a regular file (named pipe, socket or device)")
-    if posixpath.splitext(source)[1].lower() not in IMAGE_EXTENSIONS:
+    if image_extension(source) not in IMAGE_EXTENSIONS:
         return None, Record(source, False, "not an image file extension")
     if not info.get("size"):
         return None, Record(source, False, "cannot decode: empty file")

@@ -52,6 +52,22 @@ def new_figure(**kwargs: Any) -> Any:
     return fig
 
 
+def literal_texts(*artists: Any) -> None:
+    """Draw the texts of legends (and text artists) as they are: no ``$...$`` mathtext.
+
+    Names from the data (sources, variants) may hold ``$``, which matplotlib would parse as
+    mathtext: garbled, or an error when drawn. Every other text here is created with
+    ``parse_math=False``.
+    """
+    for artist in artists:
+        if artist is None:
+            continue
+        texts = artist.get_texts() if hasattr(artist, "get_texts") else [artist]
+        title = artist.get_title() if hasattr(artist, "get_texts") else None
+        for text in [*texts, *([title] if title is not None else [])]:
+            text.set_parse_math(False)
+
+
 def variant_color(variant: str) -> str:
     """The colour of a variant, the same in every plot (matplotlib's tab10 cycle)."""
     names = list(VARIANTS)
@@ -125,9 +141,15 @@ def psnr_figure(cube: xr.Dataset, *, title: str | None = None) -> Any:
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.15]})
     _mean_panel(left, stats)
     _distribution_panel(right, cube)
-    fig.suptitle(title or f"PSNR of the PU transform against the target, {n} images", size=14)
+    fig.suptitle(
+        title or f"PSNR of the PU transform against the target, {n} images",
+        size=14,
+        parse_math=False,
+    )
     for k, note in enumerate(notes):
-        fig.text(0.01, bottom - 0.035 * (k + 1), f"Note: {note}.", size=9, color="0.3")
+        fig.text(
+            0.01, bottom - 0.035 * (k + 1), f"Note: {note}.", size=9, color="0.3", parse_math=False
+        )
     return fig
 
 
@@ -166,9 +188,10 @@ def _mean_panel(ax: Any, stats: xr.Dataset) -> None:
         Patch(facecolor="0.85", edgecolor="0.3", linestyle=":"),
     ]
     labels += ["95% interval of the mean", "10–90% of the images"]
-    ax.legend(
+    legend = ax.legend(
         handles, labels, loc="upper right", ncols=2, fontsize=9, title="mean PSNR (finite values)"
     )
+    literal_texts(legend)
 
 
 def _distribution_panel(ax: Any, cube: xr.Dataset) -> None:
@@ -211,13 +234,14 @@ def _distribution_panel(ax: Any, cube: xr.Dataset) -> None:
     ax.set_ylabel("PSNR (dB)")
     ax.set_title("Per-image PSNR distribution (box: quartiles, whiskers: 1.5 IQR)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(
+    legend = ax.legend(
         [Patch(facecolor=variant_color(v), alpha=0.55) for v in variants],
         variants,
         loc="upper right",
         fontsize=9,
         title="variant",
     )
+    literal_texts(legend)
 
 
 def plot_psnr(results: xr.Dataset, split: Split = "all", *, progress: bool | None = None) -> Any:
@@ -314,10 +338,12 @@ def grid_figure(grid: xr.DataArray, *, cell_inches: float = 1.9) -> Any:
                     weight="bold",
                 )
             if k == 0:
-                ax.set_ylabel(variant, size=12, weight="bold")
+                ax.set_ylabel(variant, size=12, weight="bold", parse_math=False)
     width = fig.get_figwidth()
     where = f"image {grid.attrs.get('image', '?')}: {grid.attrs.get('source', '?')}"
-    fig.suptitle(textwrap.fill(f"PU transform of {where}", int(width * 8.5)), size=12)
+    fig.suptitle(
+        textwrap.fill(f"PU transform of {where}", int(width * 8.5)), size=12, parse_math=False
+    )
     caption = (
         "rows: input variant · columns: PU scale s (average-pool s×s, nearest-neighbour "
         "upsample) · titles: PSNR against the true image (dB)"

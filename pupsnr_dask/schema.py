@@ -124,15 +124,98 @@ class StorageOptions(dict[str, Any]):
 SECRET_WORDS = ("key", "secret", "token", "password", "credential", "auth", "session")
 
 
+#: What a hidden value is shown as.
+REDACTED = "***"
+#: Command-line options whose value is always hidden (a JSON object of storage options).
+SECRET_OPTIONS = ("--storage-options",)
+
+
+def is_secret_name(name: str) -> bool:
+    """True when an option or variable name looks like it holds a credential.
+
+    Examples
+    --------
+    >>> is_secret_name("aws_secret_access_key"), is_secret_name("endpoint_url")
+    (True, False)
+    """
+    return any(word in name.lower() for word in SECRET_WORDS)
+
+
 def _redacted(options: dict[str, Any]) -> dict[str, Any]:
     def hide(name: str, value: Any) -> Any:
         if isinstance(value, dict):
             return _redacted(value)
-        if any(word in name.lower() for word in SECRET_WORDS):
-            return "***"
+        if isinstance(value, list):
+            return [hide(name, v) for v in value]
+        if is_secret_name(name):
+            return REDACTED
+        if isinstance(value, str):  # a proxy or endpoint URL with a password
+            return _URL_PASSWORD.sub(rf"\1{REDACTED}\2", value)
         return value
 
     return {name: hide(str(name), value) for name, value in options.items()}
+
+
+def redact_arg(arg: str) -> str:
+    """One command-line word with its credentials hidden.
+
+    A JSON object has the values of its secret-looking keys hidden (also when it does not
+    parse: then all of it); ``NAME=VALUE`` with a secret-looking ``NAME`` becomes
+    ``NAME=***``; a URL's password (``scheme://user:password@host``) becomes ``***``.
+
+    Examples
+    --------
+    >>> redact_arg('{"endpoint_url": "http://h:9000", "secret": "abc"}')
+    '{"endpoint_url": "http://h:9000", "secret": "***"}'
+    >>> redact_arg("--aws-secret-access-key=abc"), redact_arg("s3://me:abc@bucket/x")
+    ('--aws-secret-access-key=***', 's3://me:***@bucket/x')
+    """
+    text = arg.strip()
+    if text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            return REDACTED
+        return json.dumps(_redacted(parsed)) if isinstance(parsed, dict) else arg
+    name, eq, _ = arg.partition("=")
+    if eq and is_secret_name(name):
+        return f"{name}={REDACTED}"
+    return _URL_PASSWORD.sub(rf"\1{REDACTED}\2", arg)
+
+
+_URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^/:@\s]*:)[^/@\s]+(@)")
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """A command line with its credentials hidden (see :func:`redact_arg`).
+
+    The value of :data:`SECRET_OPTIONS` is hidden whatever it looks like; secret-looking
+    keys of a JSON object, ``NAME=VALUE`` words and URL passwords anywhere.
+
+    Examples
+    --------
+    >>> redact_argv(["pupsnr", "--storage-options", '{"key": "id"}', "s3://b/d.zarr"])
+    ['pupsnr', '--storage-options', '{"key": "***"}', 's3://b/d.zarr']
+    >>> redact_argv(["pupsnr", "--storage-options=not json"])
+    ['pupsnr', '--storage-options=***']
+    """
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        option, eq, value = arg.partition("=")
+        if hide_next:
+            out.append(_redact_whole(arg))
+        elif eq and option in SECRET_OPTIONS:
+            out.append(f"{option}={_redact_whole(value)}")
+        else:
+            out.append(redact_arg(arg))
+        hide_next = arg in SECRET_OPTIONS
+    return out
+
+
+def _redact_whole(value: str) -> str:
+    hidden = redact_arg(value)
+    return hidden if hidden.lstrip().startswith("{") else REDACTED
 
 
 def parse_storage_options(
@@ -158,6 +241,8 @@ def parse_storage_options(
             f"storage_options must be a JSON object; it is not valid JSON ({err.msg} at "
             f"character {err.pos})"
         ) from None
+    except RecursionError:
+        raise ValueError("storage_options must be a JSON object; it is nested too deeply") from None
     if not isinstance(parsed, dict):
         raise ValueError(
             f"storage_options must be a JSON object, got a JSON {type(parsed).__name__}"

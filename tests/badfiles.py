@@ -102,7 +102,7 @@ def build_corpus(root: Path, size: int, permissions: bool = True) -> dict[str, C
     (root / "truncated.png").write_bytes(data[: len(data) * 6 // 10])
     rejected("truncated.png", "truncated PNG", "cannot decode: truncated image data")
     (root / "text.jpg").write_text("this is not a JPEG but a note\n" * 20)
-    rejected("text.jpg", "text named .jpg", "cannot decode: not a recognised image format")
+    rejected("text.jpg", "text named .jpg", "cannot decode: not a JPEG file (the extension says")
     (root / "bomb.png").write_bytes(png_bytes(100_000, 100_000, 8, 2, b"\x00" * 64))
     rejected("bomb.png", "decompression bomb, 10^10 pixels declared", "too many pixels")
     (root / "bomb_90mpx.png").write_bytes(png_bytes(10_000, 9_000, 8, 2, b"\x00" * 64))

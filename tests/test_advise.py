@@ -28,7 +28,7 @@ from pupsnr_dask.advise import (
     psnr_ceiling_db,
 )
 from pupsnr_dask.cli import main
-from pupsnr_dask.ingest import resize_lanczos
+from pupsnr_dask.ingest import EXTENSION_FORMATS, resize_lanczos
 from pupsnr_dask.metrics import psnr_kernel
 from pupsnr_dask.stats import t_half_width, t_quantile
 from pupsnr_dask.transforms import pu_kernel
@@ -253,8 +253,10 @@ def test_mismatched_predictions_are_reported_and_the_rest_analysed(truth, result
         m["n_images"] == len(sources) and m["n_matched"] == len(sources) - 3 == ds.attrs["n_images"]
     )
     assert m["missing"] == [missing]
+    kind = EXTENSION_FORMATS[broken_file.suffix][0]  # opened as its extension says, only
     assert m["unreadable"] == [
-        f"{broken_file.relative_to(folder).as_posix()}: cannot decode: UnidentifiedImageError"
+        f"{broken_file.relative_to(folder).as_posix()}: cannot decode: not a {kind} file "
+        f"(the extension says {broken_file.suffix})"
     ]
     assert len(m["ambiguous"]) == 1 and m["ambiguous"][0].startswith(f"{doubled} <- ")
     assert m["extra"] == ["other/unknown.png"] and m["ignored"] == ["README.txt"]
