@@ -13,19 +13,20 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0+unknown"
 
-from pupsnr_dask.advise import advise
+from pupsnr_dask.advise import advise, advise_depths
 from pupsnr_dask.cluster import compute, connect
-from pupsnr_dask.experiment import (
-    SCALES,
-    VARIANTS,
-    build_psnr_cube,
-    run,
-    select_split,
-    summarize,
-)
+from pupsnr_dask.experiment import SCALES, VARIANTS, build_psnr_cube, run
+from pupsnr_dask.grid import pu_grid
 from pupsnr_dask.ingest import color_score, ingest, load_resized
 from pupsnr_dask.metrics import mse_kernel, psnr_from_mse, psnr_kernel, pu_mse_kernel
-from pupsnr_dask.query import by_split, extremes, pu_grid, summary_table, with_image_coords
+from pupsnr_dask.query import (
+    by_split,
+    extremes,
+    select_split,
+    summarize,
+    summary_table,
+    with_image_coords,
+)
 from pupsnr_dask.schema import StoreError, open_store
 from pupsnr_dask.transforms import gray, gray_kernel, mosaic, mosaic_kernel, pu, pu_kernel
 
@@ -46,6 +47,7 @@ __all__ = [
     "StoreError",
     "__version__",
     "advise",
+    "advise_depths",
     "build_psnr_cube",
     "by_split",
     "color_score",

@@ -20,7 +20,15 @@ from typing import Any
 
 import click
 
-from pupsnr_dask import experiment, report, schema, verify
+from pupsnr_dask import experiment, query, schema, verify
+from pupsnr_dask.advise import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CONFIDENCE,
+    DEFAULT_MARGIN_DB,
+    advise_depths,
+    plan_advice,
+    run_advice,
+)
 from pupsnr_dask.cluster import (
     DEFAULT_NO_WORKER_TIMEOUT,
     DEFAULT_TIMEOUT,
@@ -30,8 +38,13 @@ from pupsnr_dask.cluster import (
     WorkerDiedError,
     connect,
 )
+from pupsnr_dask.grid import pu_grid
 from pupsnr_dask.ingest import DEFAULT_CHUNK_SIZE, DEFAULT_SIZE, DEFAULT_THRESHOLD, ingest
 from pupsnr_dask.locations import absolute
+from pupsnr_dask.report import html, plots, tables
+from pupsnr_dask.report.advice import format_advice
+from pupsnr_dask.report.advice_plot import plot_advice
+from pupsnr_dask.report.summary import format_summary
 
 #: Errors of the environment, whoever raises them: a file, a store, a scheduler, a missing
 #: optional package. One line, exit status 2.
@@ -335,7 +348,7 @@ def run_cmd(
 @cli.command("report")
 @click.argument("results")
 @click.option(
-    "--format", "fmt", type=click.Choice(report.FORMATS), default="text", show_default=True
+    "--format", "fmt", type=click.Choice(tables.FORMATS), default="text", show_default=True
 )
 @click.option(
     "--split",
@@ -369,7 +382,7 @@ def run_cmd(
 @click.option(
     "--top",
     type=click.IntRange(min=1),
-    default=3,
+    default=html.DEFAULT_TOP,
     show_default=True,
     help="Images with the lowest and the highest PSNR shown per variant and scale in --html.",
 )
@@ -377,7 +390,7 @@ def run_cmd(
 @storage_option
 def report_cmd(
     results: str,
-    fmt: report.Format,
+    fmt: tables.Format,
     split: experiment.Split,
     plot_file: str | None,
     html_file: str | None,
@@ -387,8 +400,6 @@ def report_cmd(
     storage_options: schema.StorageOptions | None,
 ) -> None:
     """Print mean PSNR by variant x scale (SPEC.md's table), with counts and spread."""
-    from pupsnr_dask import html_report, plots
-
     if images is not None and html_file is None:
         raise click.UsageError("--images is used only with --html")
     results, images = absolute(results), _absolute_or_none(images)
@@ -396,14 +407,14 @@ def report_cmd(
         if out is not None and not Path(out).resolve().parent.is_dir():
             raise FileNotFoundError(f"folder of {out!r} does not exist")
     ds = schema.open_store(results, "psnr", storage_options=storage_options)
-    click.echo(report.format_summary(experiment.summarize(ds, split), fmt))
+    click.echo(format_summary(query.summarize(ds, split), fmt))
     progress = False if quiet else None
     if plot_file is not None:
         plots.save_figure(plots.plot_psnr(ds, split, progress=progress), plot_file)
         click.echo(f"pupsnr: plot written to {plot_file}", err=True)
     if html_file is not None:
         with verify.damage_named(images, results, storage_options=storage_options):
-            _, note = html_report.write_html(
+            _, note = html.write_html(
                 results,
                 html_file,
                 images=images,
@@ -438,7 +449,13 @@ def report_cmd(
     callback=_csv_list(int),
     help="Columns, comma-separated (scale 1, the original, always comes first).",
 )
-@click.option("--dpi", type=click.IntRange(20, 600), default=100, show_default=True)
+@click.option(
+    "--dpi",
+    type=click.IntRange(20, 600),
+    default=plots.DEFAULT_DPI,
+    show_default=True,
+    help="Resolution of the picture (dots per inch).",
+)
 @storage_option
 def grid_cmd(
     store: str,
@@ -454,15 +471,13 @@ def grid_cmd(
     Rows true / gray / mosaic, columns the original then each scale, the PSNR of each cell
     against the true image in its title.
     """
-    from pupsnr_dask import plots, query
-
     plots.require_matplotlib()
     store = absolute(store)
     ds = schema.open_store(store, "images", storage_options=storage_options)
     with verify.damage_named(store, storage_options=storage_options):
-        grid = query.pu_grid(ds, image, variants, scales)
-    plots.save_figure(plots.grid_figure(grid), output, dpi=dpi)
-    where = f"image {grid.attrs['image']} ({grid.attrs['source']})"
+        cells = pu_grid(ds, image, variants, scales)
+    plots.save_figure(plots.grid_figure(cells), output, dpi=dpi)
+    where = f"image {cells.attrs['image']} ({cells.attrs['source']})"
     click.echo(f"PU grid of {where} written to {output}")
 
 
@@ -502,7 +517,7 @@ def grid_cmd(
     help="Which images to compare on.",
 )
 @click.option(
-    "--format", "fmt", type=click.Choice(report.FORMATS), default="text", show_default=True
+    "--format", "fmt", type=click.Choice(tables.FORMATS), default="text", show_default=True
 )
 @click.option(
     "--plot",
@@ -515,7 +530,7 @@ def grid_cmd(
 @click.option(
     "--confidence",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.95,
+    default=DEFAULT_CONFIDENCE,
     show_default=True,
     help="Level of the t-intervals.",
 )
@@ -523,14 +538,14 @@ def grid_cmd(
     "--margin",
     "margin_db",
     type=click.FloatRange(min=0),
-    default=0.0,
+    default=DEFAULT_MARGIN_DB,
     show_default=True,
     help="dB by which the output must beat p_i to count.",
 )
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=32,
+    default=DEFAULT_BATCH_SIZE,
     show_default=True,
     help="Predictions per task.",
 )
@@ -543,7 +558,7 @@ def advise_cmd(
     variant: str,
     images: str | None,
     split: experiment.Split,
-    fmt: report.Format,
+    fmt: tables.Format,
     plot_path: str | None,
     confidence: float,
     margin_db: float,
@@ -554,42 +569,20 @@ def advise_cmd(
     quiet: bool,
 ) -> None:
     """Which U-Net depths does a model really use? Its output PSNR against p_i per depth."""
-    from pupsnr_dask.advise import (
-        advise,
-        check_plotting,
-        format_advice,
-        plan_advice,
-        plot_advice,
-        run_advice,
-    )
-
     if (predictions is None) == (output_psnr is None):
         raise click.UsageError("give exactly one of --predictions and --output-psnr")
     results, images = absolute(results), _absolute_or_none(images)
     predictions = _absolute_or_none(predictions)
     if plot_path:
-        check_plotting()
+        plots.require_matplotlib()
+    where: dict[str, Any] = {"variant": variant, "split": split, "storage_options": storage_options}
     # a damaged chunk of the images (or prediction) store, named
     with verify.damage_named(images, results, predictions, storage_options=storage_options):
         if output_psnr is not None:
-            ds = advise(
-                results,
-                output_psnr=output_psnr,
-                variant=variant,
-                split=split,
-                margin_db=margin_db,
-                storage_options=storage_options,
-            )
+            ds = advise_depths(results, output_psnr=output_psnr, margin_db=margin_db, **where)
         else:  # check and pair everything before starting a cluster
             assert predictions is not None  # the UsageError above
-            plan = plan_advice(
-                results,
-                predictions,
-                variant=variant,
-                images=images,
-                split=split,
-                storage_options=storage_options,
-            )
+            plan = plan_advice(results, predictions, images=images, **where)
             with _cluster(scheduler, n_workers, quiet):
                 ds = run_advice(
                     plan,
@@ -688,7 +681,7 @@ def demo_cmd(
                 str(store), str(results), overwrite=True, progress=False if quiet else None
             )
         click.echo("")
-        click.echo(report.format_summary(experiment.summarize(ds), "text"))
+        click.echo(format_summary(query.summarize(ds), "text"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

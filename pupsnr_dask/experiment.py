@@ -1,7 +1,7 @@
-"""The experiment as data: variants, scales, the lazy PSNR cube, and its summaries.
+"""The experiment as data: variants, scales, and the lazy PSNR cube.
 
 ``build_psnr_cube`` turns the images store into a lazy ``(image, variant, scale)`` cube of MSE
-and PSNR; ``run`` writes it to a Zarr store; ``summarize`` reduces it over images.
+and PSNR; ``run`` writes it to a Zarr store (its summaries are in :mod:`pupsnr_dask.query`).
 """
 
 from __future__ import annotations
@@ -422,44 +422,3 @@ def _write_unit(
 
 def _forget_plan(results: str, so: dict[str, Any] | None) -> None:
     schema.remove_partial(results, so, kind="psnr")  # plan.json first, marker last
-
-
-def select_split(results: xr.Dataset, split: Split = "all") -> xr.Dataset:
-    """The images of one split ("train", "test") or all of them."""
-    if split == "all":
-        return results
-    if split not in schema.SPLITS:
-        raise ValueError(f"split must be one of {(*schema.SPLITS, 'all')}, got {split!r}")
-    return results.isel({schema.IMAGE: np.flatnonzero(results[schema.SPLIT].values == split)})
-
-
-def summarize(results: xr.Dataset, split: Split = "all") -> xr.Dataset:
-    """Dataset statistics by variant x scale, computed eagerly.
-
-    Returns
-    -------
-    xr.Dataset
-        Dims ``(variant, scale)``: ``mean_psnr_db`` (mean of per-image PSNR, the published
-        figure; +inf when any image is identical), ``std_psnr_db``, ``psnr_of_mean_mse_db``,
-        ``n_images``, ``n_infinite``.
-    """
-    sel = select_split(results, split)
-    psnr = sel[schema.PSNR].compute()
-    mse = sel[schema.MSE].compute()
-    n = sel.sizes[schema.IMAGE]
-    if n == 0:
-        raise ValueError(f"no images in split {split!r}")
-    with np.errstate(invalid="ignore"):
-        out = xr.Dataset(
-            {
-                "mean_psnr_db": psnr.mean(schema.IMAGE),
-                "std_psnr_db": psnr.std(schema.IMAGE, ddof=1)
-                if n > 1
-                else psnr.mean(schema.IMAGE) * np.nan,
-                "psnr_of_mean_mse_db": xr.apply_ufunc(psnr_from_mse, mse.mean(schema.IMAGE)),
-                "n_infinite": xr.apply_ufunc(np.isinf, psnr).sum(schema.IMAGE),
-            }
-        )
-    out["n_images"] = n
-    out.attrs = {"split": split, "units": "dB"}
-    return out.drop_vars([c for c in (schema.SOURCE, schema.SPLIT) if c in out.coords])

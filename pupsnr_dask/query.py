@@ -2,32 +2,32 @@
 
 For interactive work and for the plots and the HTML report::
 
+    summarize(results, "train")            # the published table's statistics, by variant x scale
     summary_table(results)                 # summarize() + spread of the finite PSNRs
     extremes(results, "gray", 8, n=5)      # the 5 images with the lowest PSNR there
     with_image_coords(results, images)     # the cube with colour score and original size
     by_split(results)                      # finite-mean PSNR by split x variant x scale
-    pu_grid(images, "skimage/coffee.png")  # the PU-transformed variants of one image
 
-Everything that reduces the cube computes it with :func:`pupsnr_dask.cluster.compute`, on the
-active scheduler and with a progress bar when standard error is a terminal.
+The PU grid of one image is in :mod:`pupsnr_dask.grid`. Everything that reduces the cube
+computes it with :func:`pupsnr_dask.cluster.compute`, on the active scheduler and with a progress
+bar when standard error is a terminal (``summarize`` computes on the active scheduler too).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from pupsnr_dask import schema
+from pupsnr_dask import locations, schema
 from pupsnr_dask.cluster import compute
-from pupsnr_dask.experiment import SCALES, VARIANTS, Split, check_selection, select_split, summarize
-from pupsnr_dask.metrics import psnr_kernel
-from pupsnr_dask.stats import t_half_width
-from pupsnr_dask.transforms import pu_kernel
+from pupsnr_dask.experiment import Split
+from pupsnr_dask.metrics import psnr_from_mse
 
 #: Statistics of the finite per-image PSNRs that :func:`summary_table` adds to ``summarize``.
+SPREAD_CONFIDENCE = 0.95
 SPREAD_STATISTICS = {
     "n_finite": "images with a finite PSNR",
     "finite_mean_psnr_db": "mean of the finite PSNRs (dB)",
@@ -37,6 +37,83 @@ SPREAD_STATISTICS = {
     "median_psnr_db": "median of the finite PSNRs (dB)",
     "p90_psnr_db": "90th percentile of the finite PSNRs (dB)",
 }
+
+
+def select_split(results: xr.Dataset, split: Split = "all") -> xr.Dataset:
+    """The images of one split ("train", "test") or all of them."""
+    if split == "all":
+        return results
+    if split not in schema.SPLITS:
+        raise ValueError(f"split must be one of {(*schema.SPLITS, 'all')}, got {split!r}")
+    return results.isel({schema.IMAGE: np.flatnonzero(results[schema.SPLIT].values == split)})
+
+
+def summarize(results: xr.Dataset, split: Split = "all") -> xr.Dataset:
+    """Dataset statistics by variant x scale, computed eagerly.
+
+    Returns
+    -------
+    xr.Dataset
+        Dims ``(variant, scale)``: ``mean_psnr_db`` (mean of per-image PSNR, the published
+        figure; +inf when any image is identical), ``std_psnr_db``, ``psnr_of_mean_mse_db``,
+        ``n_images``, ``n_infinite``.
+    """
+    sel = select_split(results, split)
+    psnr = sel[schema.PSNR].compute()
+    mse = sel[schema.MSE].compute()
+    n = sel.sizes[schema.IMAGE]
+    if n == 0:
+        raise ValueError(f"no images in split {split!r}")
+    with np.errstate(invalid="ignore"):
+        out = xr.Dataset(
+            {
+                "mean_psnr_db": psnr.mean(schema.IMAGE),
+                "std_psnr_db": psnr.std(schema.IMAGE, ddof=1)
+                if n > 1
+                else psnr.mean(schema.IMAGE) * np.nan,
+                "psnr_of_mean_mse_db": xr.apply_ufunc(psnr_from_mse, mse.mean(schema.IMAGE)),
+                "n_infinite": xr.apply_ufunc(np.isinf, psnr).sum(schema.IMAGE),
+            }
+        )
+    out["n_images"] = n
+    out.attrs = {"split": split, "units": "dB"}
+    return out.drop_vars([c for c in (schema.SOURCE, schema.SPLIT) if c in out.coords])
+
+
+def t_half_width(std: Any, n: Any, confidence: float) -> Any:
+    """Half-width of the two-sided Student-t confidence interval of a mean (SciPy's quantile).
+
+    Parameters
+    ----------
+    std : float or np.ndarray
+        Sample standard deviation (``ddof=1``) of the ``n`` values.
+    n : int or np.ndarray of int
+        Number of values; NaN is returned where it is below 2.
+    confidence : float
+        Coverage of the interval, in (0, 1), e.g. 0.95.
+
+    Returns
+    -------
+    float or np.ndarray
+        ``t.ppf(0.5 + confidence / 2, n - 1) * std / sqrt(n)``.
+
+    Examples
+    --------
+    >>> round(float(t_half_width(1.0, 11, 0.95)), 4)
+    0.6718
+    """
+    # Imported here: scipy.stats adds about 0.8 s to `import pupsnr_dask` (measured), which
+    # every `pupsnr` command would pay.
+    from scipy import stats
+
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    n = np.asarray(n)
+    if n.dtype.kind not in "iu" or (n < 0).any():
+        raise ValueError(f"n must be counts (integers >= 0), got {n.tolist()!r}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        half = stats.t.ppf(0.5 + confidence / 2, n - 1) * std / np.sqrt(n)
+    return np.where(n >= 2, half, np.nan)[()]
 
 
 def load_cube(
@@ -92,23 +169,14 @@ def spread(psnr: xr.DataArray) -> xr.Dataset:
         no value is finite (and for the interval, where fewer than two are).
     """
     values = np.asarray(psnr.transpose(schema.IMAGE, ...).values, dtype=np.float64)
-    finite = np.where(np.isfinite(values), values, np.nan)
     n = np.isfinite(values).sum(axis=0)
+    finite = np.where(np.isfinite(values), values, np.nan)
     out_dims = [d for d in psnr.dims if d != schema.IMAGE]
-    shape = values.shape[1:]
-    mean = np.full(shape, np.nan)
-    half = np.full(shape, np.nan)
-    q10 = np.full(shape, np.nan)
-    q50 = np.full(shape, np.nan)
-    q90 = np.full(shape, np.nan)
-    some = n > 0
-    if some.any():
-        cols = finite[:, some]
-        mean[some] = np.nanmean(cols, axis=0)
-        q10[some], q50[some], q90[some] = np.nanpercentile(cols, [10, 50, 90], axis=0)
-    for idx in zip(*np.nonzero(n > 1), strict=True):
-        col = finite[(slice(None), *idx)]
-        half[idx] = t_half_width(np.nanstd(col, ddof=1), int(n[idx]), 0.95)
+    with warnings.catch_warnings():  # columns without a finite value are NaN, said above
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(finite, axis=0)
+        q10, q50, q90 = np.nanpercentile(finite, [10, 50, 90], axis=0)
+        half = t_half_width(np.nanstd(finite, axis=0, ddof=1), n, SPREAD_CONFIDENCE)
     coords = {d: psnr[d] for d in out_dims if d in psnr.coords}
     data = {
         "n_finite": (out_dims, n.astype(np.int64)),
@@ -128,7 +196,7 @@ def spread(psnr: xr.DataArray) -> xr.Dataset:
 def summary_table(
     results: xr.Dataset, split: Split = "all", *, progress: bool | None = None
 ) -> xr.Dataset:
-    """The summary of :func:`pupsnr_dask.experiment.summarize` plus the spread across images.
+    """The summary of :func:`summarize` plus the spread across images.
 
     Parameters
     ----------
@@ -244,8 +312,8 @@ def with_image_coords(results: xr.Dataset, images: xr.Dataset | str) -> xr.Datas
         )
     coords = images[list(schema.IMAGE_COORDS)].reset_coords().sel({schema.IMAGE: index})
     (coords,) = compute(coords, progress=False)
-    ours = _strings(results[schema.SOURCE].values)
-    theirs = _strings(coords[schema.SOURCE].values)
+    ours = strings(results[schema.SOURCE].values)
+    theirs = strings(coords[schema.SOURCE].values)
     if not np.array_equal(ours, theirs):
         k = int(np.flatnonzero(ours != theirs)[0])
         raise ValueError(
@@ -255,7 +323,7 @@ def with_image_coords(results: xr.Dataset, images: xr.Dataset | str) -> xr.Datas
     return results.assign_coords({c: (schema.IMAGE, coords[c].values) for c in coords.data_vars})
 
 
-def _strings(values: Any) -> np.ndarray:
+def strings(values: Any) -> np.ndarray:
     """A fixed-width ``str`` array from any 1-D string array (StringDType, object)."""
     return np.array(np.asarray(values).tolist(), dtype=str)
 
@@ -270,7 +338,7 @@ def by_split(results: xr.Dataset, *, progress: bool | None = None) -> xr.Dataset
         ``n_images``, for each split present in ``results`` (train first).
     """
     cube = load_cube(results, "all", progress=progress)
-    labels = _strings(cube[schema.SPLIT].values)
+    labels = strings(cube[schema.SPLIT].values)
     present = [s for s in schema.SPLITS if s in labels]
     parts = []
     for name in present:
@@ -283,144 +351,35 @@ def by_split(results: xr.Dataset, *, progress: bool | None = None) -> xr.Dataset
     return out
 
 
-def find_image(ds: xr.Dataset, image: int | str) -> int:
-    """Position along ``image`` of an image given by its index or its source path.
-
-    Parameters
-    ----------
-    ds : xr.Dataset
-        An images or results store.
-    image : int or str
-        The image's stable index (``ds.image``), its ``source`` path, or a suffix of the path
-        after a ``/`` that matches one image only (``"coffee.png"``). A string of digits is an
-        index.
-
-    Returns
-    -------
-    int
-
-    Raises
-    ------
-    ValueError
-        When no image, or more than one, matches.
-    """
-    index = ds[schema.IMAGE].values
-    key = image.strip() if isinstance(image, str) else image
-    if isinstance(key, str) and key.isdigit():
-        key = int(key)
-    if isinstance(key, int | np.integer) and not isinstance(key, bool):
-        hits = np.flatnonzero(index == key)
-        if hits.size:
-            return int(hits[0])
-        raise ValueError(
-            f"image must be an index in {int(index.min())}..{int(index.max())} or a source path, "
-            f"got {image!r}"
-        )
-    if not isinstance(key, str):
-        raise TypeError(f"image must be an int or a str, got {type(image).__name__}")
-    sources = _strings(ds[schema.SOURCE].values)
-    hits = np.flatnonzero(sources == key)
-    if hits.size == 0:
-        hits = np.flatnonzero(np.char.endswith(sources, "/" + key.lstrip("/")))
-    if hits.size == 1:
-        return int(hits[0])
-    if hits.size > 1:
-        some = ", ".join(repr(str(s)) for s in sources[hits[:2]])
-        raise ValueError(f"image {image!r} matches {hits.size} sources, e.g. {some}")
-    examples = ", ".join(repr(str(s)) for s in sources[:3])
-    raise ValueError(
-        f"image {image!r} is neither an index nor a source in the store (sources: {examples}, ...)"
-    )
-
-
-def pu_grid(
-    images: xr.Dataset | str,
-    image: int | str,
-    variants: Sequence[str] = tuple(VARIANTS),
-    scales: Sequence[int] = SCALES,
-) -> xr.DataArray:
-    """The PU-transformed variants of one image, the cells of the visual grid.
-
-    Parameters
-    ----------
-    images : xr.Dataset or str
-        An images store (a dataset or its path).
-    image : int or str
-        The image, as :func:`find_image` takes it.
-    variants : sequence of str
-        Rows, keys of :data:`pupsnr_dask.experiment.VARIANTS`.
-    scales : sequence of int
-        Columns; scale 1 (the variant itself, "original") is put first whether listed or not.
-
-    Returns
-    -------
-    xr.DataArray
-        ``pu``, uint8, dims ``(variant, scale, y, x, channel)``: ``rint(pu_kernel(variant(img),
-        scale))`` clipped to 0..255, in memory. Coordinates: ``resolution`` by scale and
-        ``psnr`` (dB, of the unrounded transform against img_true, as in the results store) by
-        variant x scale; attrs ``image``, ``source``, ``split``.
-    """
-    if isinstance(images, str):
-        images = schema.open_store(images, "images")
-    schema.validate(images, "images", name="images")
-    pos = find_image(images, image)
-    one = images.isel({schema.IMAGE: pos})
-    (pixels, coords) = compute(
-        one[schema.IMAGES], one.reset_coords()[list(schema.IMAGE_COORDS)], progress=False
-    )
-    attrs = {
-        "image": int(images[schema.IMAGE].values[pos]),
-        "source": str(coords[schema.SOURCE].values),
-        "split": str(coords[schema.SPLIT].values),
-        "color_score": float(coords[schema.COLOR_SCORE].values),
-    }
-    return pu_cells(np.asarray(pixels.values), variants, scales, attrs=attrs)
-
-
-def pu_cells(
-    true: np.ndarray,
-    variants: Sequence[str] = tuple(VARIANTS),
-    scales: Sequence[int] = SCALES,
+def images_store_of(
+    results: xr.Dataset,
+    images: str | None = None,
     *,
-    attrs: dict[str, Any] | None = None,
-) -> xr.DataArray:
-    """The cells of the PU grid of one image in memory; see :func:`pu_grid`.
+    storage_options: dict[str, Any] | None = None,
+    results_store: str | None = None,
+) -> tuple[xr.Dataset | None, str | None, str]:
+    """Open the images store of ``results``: ``images`` when given, else the recorded one.
 
-    Parameters
-    ----------
-    true : np.ndarray
-        img_true, shape ``(size, size, 3)``, uint8.
-    variants, scales : sequence
-        As :func:`pu_grid`.
-    attrs : dict, optional
-        Attributes of the result (image, source, ...).
+    The one place above the pipeline that finds the images store of a results store (the
+    HTML report and ``advise`` call it). The recorded one is looked up by
+    :func:`pupsnr_dask.locations.find_images_store` (relative to ``results_store`` first,
+    default: where ``results`` was opened from).
+
+    Returns
+    -------
+    tuple
+        ``(dataset or None, location or None, note)``; the note says where the store came from
+        or why there is none. An explicit ``images`` that cannot be opened raises.
     """
-    true = np.asarray(true)
-    if true.ndim != 3 or true.shape[2] != 3 or true.dtype != np.uint8:
-        raise ValueError(
-            f"true must be a (size, size, 3) uint8 image, got shape {true.shape} {true.dtype}"
-        )
-    size = true.shape[0]
-    scales = (1, *[int(s) for s in scales if int(s) != 1])
-    variants, scales = check_selection(variants, scales, size)
-    batch = true[None]
-    cells = np.empty((len(variants), len(scales), size, size, 3), dtype=np.uint8)
-    psnr = np.empty((len(variants), len(scales)))
-    for j, name in enumerate(variants):
-        view = VARIANTS[name](batch)
-        for k, s in enumerate(scales):
-            pooled = pu_kernel(view, s)
-            psnr[j, k] = psnr_kernel(batch, pooled)[0]
-            cells[j, k] = np.clip(np.rint(pooled[0]), 0, 255).astype(np.uint8)
-    return xr.DataArray(
-        cells,
-        dims=(schema.VARIANT, schema.SCALE, schema.Y, schema.X, schema.CHANNEL),
-        coords={
-            schema.VARIANT: list(variants),
-            schema.SCALE: np.array(scales, dtype=np.int64),
-            schema.RESOLUTION: (schema.SCALE, np.array([size // s for s in scales])),
-            schema.PSNR: ((schema.VARIANT, schema.SCALE), psnr, {"units": "dB"}),
-        },
-        name="pu",
-        attrs=dict(attrs or {}),
-    )
+    if images is not None:
+        ds = schema.open_store(images, "images", storage_options=storage_options)
+        return ds, images, f"images store {images!r} (given)"
+    where = results_store or results.encoding.get("source")
+    recorded, how = locations.find_images_store(results.attrs, where, storage_options)
+    if not recorded:
+        return None, None, how
+    try:
+        ds = schema.open_store(recorded, "images", storage_options=storage_options)
+    except (OSError, ValueError) as err:
+        return None, recorded, f"the recorded images store cannot be opened ({how}: {err})"
+    return ds, recorded, f"images store {recorded!r} ({how})"

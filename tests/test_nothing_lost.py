@@ -21,7 +21,7 @@ from PIL import Image
 from test_resume import killed_api
 from test_s3 import BUCKET, s3  # noqa: F401  (the moto server fixture)
 
-from pupsnr_dask import durable, html_report, ingest, run, schema
+from pupsnr_dask import durable, ingest, query, run, schema
 from pupsnr_dask.advise import plan_advice
 from pupsnr_dask.cli import main
 from pupsnr_dask.ingest import list_files
@@ -271,12 +271,12 @@ def test_a_moved_or_copied_pair_of_stores_keeps_its_link(world, capsys):
     out = capsys.readouterr().out
     assert f"images store checked: {images} (found by its path relative to the results)" in out
     cube = schema.open_store(str(results), "psnr")
-    found, location, note = html_report.find_images_store(cube)
+    found, location, note = query.images_store_of(cube)
     assert found is not None and location == str(images), note
     predictions = world / "preds"
     shutil.copytree(world / "top" / "photos", predictions)
     plan = plan_advice(str(results), str(predictions), variant="gray")
-    assert plan.truth.encoding["source"] == str(images)
+    assert plan.images.encoding["source"] == str(images)
     # A copy of both, next to the originals: the copy's results use the copy's images.
     shutil.copytree(world / "new", world / "copy")
     shutil.rmtree(world / "copy" / "d.zarr" / "images")  # damaged copy: must be the one checked

@@ -1,23 +1,26 @@
-"""Plots, the PU grid, the HTML report and the query helpers, on the ingested sample photos."""
+"""The figures: PSNR against scale, the PU grid, the advice plot; text drawn literally."""
 
 from __future__ import annotations
 
-import base64
-import io
 import re
 import sys
-from html.parser import HTMLParser
 
+import matplotlib
 import numpy as np
 import pytest
 import xarray as xr
+from advice_cases import load_img_true, rounded_pu, run_advise, write_predictions
+from matplotlib.figure import Figure
 from PIL import Image
+from tricky import DOLLAR, tricky_stores
 
-from pupsnr_dask import html_report, plots, query, report
+from pupsnr_dask import query
 from pupsnr_dask.cli import main
-from pupsnr_dask.experiment import VARIANTS, summarize
+from pupsnr_dask.experiment import VARIANTS
+from pupsnr_dask.grid import pu_grid
+from pupsnr_dask.report import plots
+from pupsnr_dask.report.advice_plot import plot_advice
 from pupsnr_dask.schema import open_store
-from pupsnr_dask.transforms import pu_kernel
 
 COFFEE = "skimage/coffee.png"
 
@@ -28,134 +31,20 @@ def results(results_store) -> xr.Dataset:
 
 
 @pytest.fixture(scope="module")
-def images(images_store) -> xr.Dataset:
-    return open_store(str(images_store), "images")
+def tricky(tmp_path_factory):
+    return tricky_stores(tmp_path_factory.mktemp("tricky"))
 
 
-def _finite(values: np.ndarray) -> np.ndarray:
-    return values[np.isfinite(values)]
-
-
-# --- query helpers ----------------------------------------------------------------------------
-
-
-def test_summary_table_extends_summarize_with_the_spread_of_finite_values(results):
-    table = query.summary_table(results, progress=False)
-    base = summarize(results)
-    for name in base.data_vars:
-        xr.testing.assert_equal(table[name], base[name])
-    psnr = results.psnr.values
-    from scipy import stats
-
-    for j, variant in enumerate(results.variant.values.tolist()):
-        for k, scale in enumerate(results.scale.values.tolist()):
-            cell = table.sel(variant=variant, scale=scale)
-            values = _finite(psnr[:, j, k])
-            assert int(cell.n_finite) == values.size
-            if values.size == 0:  # true at scale 1: every image identical
-                assert np.isnan(float(cell.finite_mean_psnr_db))
-                continue
-            half = stats.t.ppf(0.975, values.size - 1) * stats.sem(values)
-            assert float(cell.finite_mean_psnr_db) == pytest.approx(values.mean())
-            assert float(cell.ci95_low_db) == pytest.approx(values.mean() - half, rel=1e-9)
-            assert float(cell.ci95_high_db) == pytest.approx(values.mean() + half, rel=1e-9)
-            assert float(cell.p10_psnr_db) == pytest.approx(np.percentile(values, 10))
-            assert float(cell.p90_psnr_db) == pytest.approx(np.percentile(values, 90))
-            assert float(cell.median_psnr_db) == pytest.approx(np.median(values))
-    assert int(table.n_finite.sel(variant="true", scale=1)) == 0
-
-
-@pytest.mark.parametrize(("variant", "scale"), [("gray", 8), ("mosaic", 32), ("true", 2)])
-def test_extremes_are_the_sorted_ends_of_the_cube(results, variant, scale):
-    values = results.psnr.sel(variant=variant, scale=scale).values
-    index = results.image.values
-    worst = query.extremes(results, variant, scale, n=4, progress=False)
-    best = query.extremes(results, variant, scale, n=4, lowest=False, progress=False)
-    assert list(worst.image.values) == list(index[np.argsort(values, kind="stable")[:4]])
-    assert list(best.image.values) == list(index[np.argsort(-values, kind="stable")[:4]])
-    np.testing.assert_array_equal(worst.values, np.sort(values)[:4])
-    sources = results.source.values.tolist()
-    assert worst.source.values.tolist() == [sources[int(i)] for i in worst.image.values]
-    everything = query.extremes(results, variant, scale, n=1000, progress=False)
-    assert everything.sizes["image"] == results.sizes["image"]
-
-
-def test_extremes_rejects_bad_arguments(results):
-    with pytest.raises(ValueError, match=r"variant must be one of .*'sepia'"):
-        query.extremes(results, "sepia", 2)
-    with pytest.raises(ValueError, match="scale must be one of"):
-        query.extremes(results, "gray", 3)
-    with pytest.raises(ValueError, match="n must be a positive integer"):
-        query.extremes(results, "gray", 2, n=0)
-
-
-def test_with_image_coords_joins_the_images_store(results_store, images, images_store):
-    results = open_store(str(results_store), "psnr")
-    joined = query.with_image_coords(results, str(images_store))
-    assert joined.psnr.chunks is not None  # the cube stays lazy
-    for name in ("color_score", "original_width", "original_height", "source", "split"):
-        np.testing.assert_array_equal(
-            np.asarray(joined[name].values.tolist()), np.asarray(images[name].values.tolist())
-        )
-    xr.testing.assert_equal(
-        joined.psnr.reset_coords(drop=True), results.psnr.reset_coords(drop=True)
-    )
-    shuffled = images.assign_coords(source=("image", images.source.values[::-1].tolist()))
-    with pytest.raises(ValueError, match="not the store these results were computed from"):
-        query.with_image_coords(results, shuffled)
-
-
-def test_by_split_summarises_each_split(results):
-    n = results.sizes["image"]
-    labels = ["test" if i % 3 == 0 else "train" for i in range(n)]
-    split = results.assign_coords(split=("image", labels))
-    out = query.by_split(split, progress=False)
-    assert out.split.values.tolist() == ["train", "test"]
-    assert out.n_images.values.tolist() == [labels.count("train"), labels.count("test")]
-    gray8 = results.psnr.sel(variant="gray", scale=8).values
-    test_mean = gray8[np.array(labels) == "test"].mean()
-    assert float(out.finite_mean_psnr_db.sel(split="test", variant="gray", scale=8)) == (
-        pytest.approx(test_mean)
-    )
-
-
-def test_find_image_by_index_source_and_path_end(images):
-    sources = images.source.values.tolist()
-    pos = sources.index(COFFEE)
-    assert query.find_image(images, COFFEE) == pos
-    assert query.find_image(images, "coffee.png") == pos
-    assert query.find_image(images, str(int(images.image.values[pos]))) == pos
-    assert query.find_image(images, int(images.image.values[pos])) == pos
-    with pytest.raises(ValueError, match="neither an index nor a source"):
-        query.find_image(images, "nope.png")
-    with pytest.raises(ValueError, match="must be an index in"):
-        query.find_image(images, 999)
+def drawn_literally(text) -> bool:
+    """matplotlib draws this Text as written: no mathtext, every character shown."""
+    return not text._preprocess_math(text.get_text())[1]
 
 
 # --- the PU grid ------------------------------------------------------------------------------
 
 
-def test_pu_grid_cells_are_the_pu_transformed_variants(images_store, images, results):
-    grid = query.pu_grid(str(images_store), COFFEE)
-    pos = images.source.values.tolist().index(COFFEE)
-    true = images.images.values[pos][None]
-    assert grid.dims == ("variant", "scale", "y", "x", "channel") and grid.dtype == np.uint8
-    assert grid.variant.values.tolist() == list(VARIANTS)
-    assert grid.scale.values.tolist() == [1, 2, 4, 8, 16, 32]
-    for name, kernel in VARIANTS.items():
-        view = kernel(true)
-        for scale in grid.scale.values.tolist():
-            expected = np.clip(np.rint(pu_kernel(view, scale)[0]), 0, 255).astype(np.uint8)
-            np.testing.assert_array_equal(grid.sel(variant=name, scale=scale).values, expected)
-    np.testing.assert_array_equal(grid.sel(variant="true", scale=1).values, true[0])
-    # the PSNR in each cell title is the one of the results store
-    stored = results.psnr.sel(image=int(images.image.values[pos])).values
-    np.testing.assert_allclose(grid.psnr.values, stored, rtol=0, atol=1e-9)
-    assert grid.attrs["source"] == COFFEE
-
-
 def test_tile_grid_places_each_cell_without_decoration(images_store):
-    grid = query.pu_grid(str(images_store), COFFEE, variants=("gray", "mosaic"), scales=(4, 16))
+    grid = pu_grid(str(images_store), COFFEE, variants=("gray", "mosaic"), scales=(4, 16))
     assert grid.scale.values.tolist() == [1, 4, 16]  # the original column comes first
     gap = 3
     mosaic = plots.tile_grid(grid, gap=gap)
@@ -254,120 +143,62 @@ def test_plot_without_matplotlib_says_how_to_install(results_store, tmp_path, ca
     assert not out.exists()
 
 
-# --- the HTML report --------------------------------------------------------------------------
+# --- text from data is drawn as written --------------------------------------------------------
 
 
-class _Page(HTMLParser):
-    """Tables (as lists of rows of cell text), image sources, links and tags of a page."""
+def test_grid_of_a_source_with_dollars_is_drawn_literally(tricky, tmp_path, capsys):
+    images, _ = tricky
+    out = tmp_path / "grid.png"
+    assert main(["grid", str(images), "--image", DOLLAR, "-o", str(out)]) == 0
+    assert DOLLAR in capsys.readouterr().out and out.stat().st_size > 1000
+    fig = plots.plot_grid(str(images), DOLLAR)
+    title = fig._suptitle
+    assert drawn_literally(title) and DOLLAR in title._preprocess_math(title.get_text())[0]
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.tables: list[list[list[str]]] = []
-        self.srcs: list[str] = []
-        self.hrefs: list[str] = []
-        self.tags: set[str] = set()
-        self.ids: set[str] = set()
-        self._cell: list[str] | None = None
 
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        self.tags.add(tag)
-        if "id" in attrs:
-            self.ids.add(attrs["id"])
-        if tag == "table":
-            self.tables.append([])
-        elif tag == "tr":
-            self.tables[-1].append([])
-        elif tag in ("td", "th"):
-            self._cell = []
-        elif tag == "img":
-            self.srcs.append(attrs.get("src", ""))
-        elif tag == "a":
-            self.hrefs.append(attrs.get("href", ""))
+def test_psnr_figure_draws_variant_names_and_titles_literally(tricky):
+    _, results = tricky
+    cube = query.load_cube(open_store(str(results), "psnr"), progress=False)
+    cube = cube.assign_coords(variant=["$x$", "gray", "mo$a$ic"])
+    fig = plots.psnr_figure(cube, title="cost $5 and $6")
+    texts = [fig._suptitle, *fig.texts]
+    for ax in fig.axes[:2]:
+        texts += ax.get_legend().get_texts()
+    assert all(drawn_literally(t) for t in texts)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "\\$x\\$" in labels
+    plots.png_bytes(fig)  # draws without a mathtext error
 
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
 
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None:
-            self.tables[-1][-1].append("".join(self._cell).strip())
-            self._cell = None
+# --- the advice plot --------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def html_page(results_store, tmp_path_factory):
-    out = tmp_path_factory.mktemp("html") / "report.html"
-    assert main(["report", str(results_store), "--html", str(out), "-q", "--top", "2"]) == 0
-    text = out.read_text(encoding="utf-8")
-    page = _Page()
-    page.feed(text)
-    return text, page
+def advice(images_store, results_store, tmp_path_factory):
+    pixels, sources = load_img_true(images_store)
+    folder = tmp_path_factory.mktemp("pred")
+    write_predictions(folder, sources, rounded_pu(pixels, "gray", 8))
+    return run_advise(str(results_store), str(folder), variant="gray")
 
 
-def test_html_report_is_self_contained(html_page):
-    text, page = html_page
-    assert text.startswith("<!DOCTYPE html>")
-    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.I)
-    assert not re.search(r"url\(\s*['\"]?(https?:)?//", text, re.I)
-    assert "script" not in page.tags and "link" not in page.tags and "iframe" not in page.tags
-    assert all(src.startswith("data:image/png;base64,") for src in page.srcs)
-    assert all(h.startswith("#") for h in page.hrefs)  # only links inside the page
-    assert len(page.srcs) > 50  # the plot, thumbnails, grid cells
-    for src in page.srcs[:5]:
-        png = base64.b64decode(src.split(",", 1)[1])
-        with Image.open(io.BytesIO(png)) as img:
-            assert img.format == "PNG" and min(img.size) > 10
+def test_plot_advice_writes_a_png(advice, tmp_path):
+    fig = plot_advice(advice, str(tmp_path / "advice.png"))
+    with Image.open(tmp_path / "advice.png") as img:
+        assert img.format == "PNG" and img.size[0] > 1000
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert "depth" in fig.axes[0].get_xlabel()
 
 
-def test_html_tables_match_summarize(html_page, results):
-    _, page = html_page
-    summary = summarize(results)
-    for k, stat in enumerate(report.STATISTICS):
-        header, rows = report._rows(summary, stat)
-        assert page.tables[k] == [header, *rows], stat
-    assert page.tables[0][1][2] == "—"  # true at scale 1: every image identical
+def test_plot_advice_leaves_the_backend_and_pyplot_alone(advice, monkeypatch):
+    monkeypatch.setitem(matplotlib.rcParams, "backend", "svg")  # a user's backend
+    had_pyplot = "matplotlib.pyplot" in sys.modules
+    plot_advice(advice)
+    assert matplotlib.rcParams["backend"] == "svg"
+    assert had_pyplot or "matplotlib.pyplot" not in sys.modules
 
 
-def test_html_shows_extremes_with_grids_and_provenance(html_page, results):
-    text, page = html_page
-    worst = query.extremes(results, "gray", 8, n=2, progress=False)
-    best = query.extremes(results, "mosaic", 32, n=2, lowest=False, progress=False)
-    for image in [*worst.image.values.tolist(), *best.image.values.tolist()]:
-        assert f"image-{image}" in page.ids
-        assert f"#image-{image}" in page.hrefs
-    assert f"{float(worst[0]):.2f} dB" in text
-    grid_tables = [t for t in page.tables if t and t[0][1:2] == ["original256 px · depth 0"]]
-    assert grid_tables and len(grid_tables[0]) == 4  # header + true / gray / mosaic
-    n = results.sizes["image"]
-    assert f"all {n} images identical to the target" in text
-    for item in (
-        "images in the results",
-        f"{n} (train: {n}, test: 0)",
-        "moments",
-        "LANCZOS",
-        "version of xarray",
-        "results written",
-        "report generated",
-    ):
-        assert item in text, item
-
-
-def test_html_without_images_store_says_so(results):
-    text = html_report.build_html(results, None, images_note="no images here", progress=False)
-    page = _Page()
-    page.feed(text)
-    assert "No thumbnails: no images here" in text and "No grids" in text
-    assert len(page.srcs) == 1  # only the plot
-    assert not any(i.startswith("image-") for i in page.ids)
-
-
-def test_report_option_errors_exit_2(results_store, images_store, tmp_path, capsys):
-    assert main(["report", str(results_store), "--images", str(images_store)]) == 2
-    assert "--images is used only with --html" in capsys.readouterr().err
-    out = tmp_path / "r.html"
-    argv = ["report", str(results_store), "--html", str(out), "--images", str(tmp_path / "no")]
-    assert main(argv) == 2
-    assert "no store at" in capsys.readouterr().err
-    assert main(["report", str(results_store), "--plot", str(tmp_path / "no" / "p.png")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+def test_plot_advice_draws_the_variant_literally(advice, tmp_path):
+    odd = advice.copy()
+    odd.attrs = {**advice.attrs, "variant": "a$\\foo$b"}
+    fig = plot_advice(odd, tmp_path / "odd.png")
+    assert drawn_literally(fig._suptitle) and (tmp_path / "odd.png").exists()

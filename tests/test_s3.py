@@ -15,8 +15,9 @@ import xarray as xr
 from clusters import IMAGE_VARS, RESULT_VARS, assert_same_bits
 from dask.callbacks import Callback
 
-from pupsnr_dask import experiment, ingest, report, schema
+from pupsnr_dask import experiment, ingest, query, schema
 from pupsnr_dask.cli import main
+from pupsnr_dask.report.summary import format_summary
 
 BUCKET = "pupsnr-test"
 # Credentials the fixture puts in the environment, and others given as storage options; moto
@@ -104,8 +105,8 @@ def test_cli_ingest_run_report_on_s3_match_local_bit_for_bit(
     assert main(["run", store, "-o", results, *common]) == 0
     assert main(["report", results, "--storage-options", options]) == 0
     out, err = capfd.readouterr()
-    local = experiment.summarize(xr.open_zarr(results_store))
-    assert report.format_summary(local, "text") in out
+    local = query.summarize(xr.open_zarr(results_store))
+    assert format_summary(local, "text") in out
     images, cube = open_s3(s3, store), open_s3(s3, results)
     expected_images = xr.open_zarr(images_store)
     assert_same_bits(images, expected_images, IMAGE_VARS)

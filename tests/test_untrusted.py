@@ -28,7 +28,7 @@ from badfiles import png_bytes
 from conftest import random_photo, write_image
 from PIL import Image, ImageOps
 
-from pupsnr_dask import durable, html_report, ingest, plots, query, run, schema
+from pupsnr_dask import durable, grid, ingest, run, schema
 from pupsnr_dask.cli import main
 from pupsnr_dask.durable import StoreLock, StoreLockedError
 from pupsnr_dask.ingest import (
@@ -38,6 +38,8 @@ from pupsnr_dask.ingest import (
     load_resized,
     load_source,
 )
+from pupsnr_dask.report import html as html_report
+from pupsnr_dask.report import plots
 
 SIZE = 32
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part")
@@ -634,40 +636,53 @@ def hostile_stores(tmp_path_factory):
 def test_every_string_from_a_store_is_escaped_in_the_html_report(hostile_stores):
     results = xr.open_zarr(hostile_stores / "r.zarr").load()
     images = xr.open_zarr(hostile_stores / "d.zarr")
-    results.attrs["method"] = HOSTILE
+    results.attrs["mse_definition"] = HOSTILE  # "method" and variants are checked: known ones
     results.attrs["images_store_attrs"] = {"src": HOSTILE, HOSTILE: "value"}
     images.attrs["src"] = HOSTILE
     names = {"results_name": HOSTILE, "images_name": HOSTILE, "images_note": HOSTILE}
     page = html_report.build_html(results, images, progress=False, **names)
-    crafted = results.assign_coords(variant=[HOSTILE, "gray", "mosaic"])  # no pictures then
-    page += html_report.build_html(crafted, None, progress=False, **names)
+    page += html_report.build_html(results, None, progress=False, **names)  # no pictures
     assert "<script" not in page.lower() and "<img src=x" not in page
-    assert page.count("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;") >= 10
+    escaped = (
+        "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;",
+        "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;",
+    )
+    assert sum(page.count(e) for e in escaped) >= 10  # html.escape or jinja2's (markupsafe) quotes
+    crafted = results.assign_coords(variant=[HOSTILE, "gray", "mosaic"])
+    with pytest.raises(schema.StoreError, match="unknown variant"):
+        html_report.build_html(crafted, None, progress=False, **names)  # damaged: no page
     assert "&lt;img src=x onerror=alert(1)&gt;.png" in page
+
+
+def drawn(text) -> str:
+    """What matplotlib draws of a Text: its characters, or an error when it would be mathtext."""
+    shown, math = text._preprocess_math(text.get_text())
+    assert not math, f"drawn as mathtext: {text.get_text()!r}"
+    return shown
 
 
 def test_file_names_with_dollars_are_drawn_as_they_are(hostile_stores, tmp_path):
     store = str(hostile_stores / "d.zarr")
     assert main(["grid", store, "--image", "a$\\foo$b.png", "-o", str(tmp_path / "g.png")]) == 0
-    grid = query.pu_grid(schema.open_store(store, "images"), "a$\\foo$b.png", ["true"], [1, 2])
-    fig = plots.grid_figure(grid)
+    cells = grid.pu_grid(schema.open_store(store, "images"), "a$\\foo$b.png", ["true"], [1, 2])
+    fig = plots.grid_figure(cells)
     plots.png_bytes(fig)  # drawn without a mathtext error
-    title = fig.get_suptitle()
-    assert title == f"PU transform of image {grid.attrs['image']}: a$\\foo$b.png"
+    title = drawn(fig._suptitle)
+    assert title == f"PU transform of image {cells.attrs['image']}: a$\\foo$b.png"
     cube = xr.open_zarr(hostile_stores / "r.zarr").load()
     cube = cube.assign_coords(variant=["$\\foo$", "gr$ay", "mosaic"])
     fig = plots.psnr_figure(cube, title="PSNR of $x$ and $\\bar$")
     plots.png_bytes(fig)
-    legends = [
-        t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()
-    ]
+    assert drawn(fig._suptitle) == "PSNR of $x$ and $\\bar$"
+    legends = [drawn(t) for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
     assert "$\\foo$" in legends and "gr$ay" in legends
 
 
 def test_advise_decodes_predictions_as_ingest_does_and_draws_names_as_they_are(
     hostile_stores, tmp_path
 ):
-    from pupsnr_dask.advise import advise, plot_advice
+    from pupsnr_dask.advise import advise_depths
+    from pupsnr_dask.report.advice_plot import plot_advice
 
     marker = fake_ghostscript(tmp_path / "bin")
     pred = tmp_path / "pred"
@@ -682,8 +697,8 @@ def test_advise_decodes_predictions_as_ingest_does_and_draws_names_as_they_are(
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not marker.exists(), f"Ghostscript was run: {marker.read_text()}"
     assert "plain.png: cannot decode: not a PNG file (the extension says .png)" in proc.stderr
-    ds = advise(str(hostile_stores / "r.zarr"), output_psnr=30.0, variant="gray")
+    ds = advise_depths(str(hostile_stores / "r.zarr"), output_psnr=30.0, variant="gray")
     ds.attrs["conclusion"] = "costs $5 and $\\foo$"
     fig = plot_advice(ds)
     plots.png_bytes(fig)
-    assert "costs $5 and $\\foo$" in fig.get_supxlabel()
+    assert "costs $5 and $\\foo$" in drawn(fig._supxlabel)

@@ -3,9 +3,11 @@
 matplotlib is an optional dependency (``pip install "pupsnr-dask[plot]"``), imported inside the
 functions. Figures are made with ``matplotlib.figure.Figure`` on an Agg canvas, never through
 ``pyplot``, so nothing here touches the global backend or needs a display; in Jupyter a returned
-figure shows inline.
+figure shows inline. Text that comes from data (variant names, source paths) goes through
+:func:`literal`, so that a ``$`` in a file name is drawn as a ``$``, not parsed as mathtext.
 
-The PU grid of one image (rows: variants, columns: scales, "original" = scale 1)::
+The PU grid of one image (rows: variants, columns: scales, "original" = scale 1; its cells are
+computed by :mod:`pupsnr_dask.grid`)::
 
                 original   scale 2   scale 4   ...   scale 32
     true        [img]      [PU 2]    [PU 4]          [PU 32]
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from pupsnr_dask import query, schema
+from pupsnr_dask import grid, query, schema
 from pupsnr_dask.experiment import SCALES, VARIANTS, Split
 
 INSTALL_HINT = 'plots need matplotlib: pip install "pupsnr-dask[plot]"'
@@ -52,20 +54,15 @@ def new_figure(**kwargs: Any) -> Any:
     return fig
 
 
-def literal_texts(*artists: Any) -> None:
-    """Draw the texts of legends (and text artists) as they are: no ``$...$`` mathtext.
+def literal(text: object) -> str:
+    r"""``text`` as matplotlib draws it literally: every ``$`` escaped, so no mathtext.
 
-    Names from the data (sources, variants) may hold ``$``, which matplotlib would parse as
-    mathtext: garbled, or an error when drawn. Every other text here is created with
-    ``parse_math=False``.
+    Examples
+    --------
+    >>> literal("a $5 and $6 b.png")
+    'a \\$5 and \\$6 b.png'
     """
-    for artist in artists:
-        if artist is None:
-            continue
-        texts = artist.get_texts() if hasattr(artist, "get_texts") else [artist]
-        title = artist.get_title() if hasattr(artist, "get_texts") else None
-        for text in [*texts, *([title] if title is not None else [])]:
-            text.set_parse_math(False)
+    return str(text).replace("$", r"\$")
 
 
 def variant_color(variant: str) -> str:
@@ -102,13 +99,13 @@ def omitted_notes(cube: xr.Dataset) -> list[str]:
             k = int(n_inf.sel({schema.VARIANT: variant, schema.SCALE: scale}))
             if k == n:
                 notes.append(
-                    f"{variant} at scale {scale}: all {n} images identical to the target "
-                    "(PSNR = +∞), not drawn"
+                    f"{literal(variant)} at scale {scale}: all {n} images identical to the "
+                    "target (PSNR = +∞), not drawn"
                 )
             elif k:
                 notes.append(
-                    f"{variant} at scale {scale}: {k} of {n} images identical (PSNR = +∞), "
-                    "left out of the mean, interval and distribution"
+                    f"{literal(variant)} at scale {scale}: {k} of {n} images identical "
+                    "(PSNR = +∞), left out of the mean, interval and distribution"
                 )
     return notes
 
@@ -142,14 +139,10 @@ def psnr_figure(cube: xr.Dataset, *, title: str | None = None) -> Any:
     _mean_panel(left, stats)
     _distribution_panel(right, cube)
     fig.suptitle(
-        title or f"PSNR of the PU transform against the target, {n} images",
-        size=14,
-        parse_math=False,
+        literal(title or f"PSNR of the PU transform against the target, {n} images"), size=14
     )
     for k, note in enumerate(notes):
-        fig.text(
-            0.01, bottom - 0.035 * (k + 1), f"Note: {note}.", size=9, color="0.3", parse_math=False
-        )
+        fig.text(0.01, bottom - 0.035 * (k + 1), f"Note: {note}.", size=9, color="0.3")
     return fig
 
 
@@ -165,7 +158,7 @@ def _mean_panel(ax: Any, stats: xr.Dataset) -> None:
         ax.plot(scales, s.p10_psnr_db, ":", color=color, lw=1)
         ax.plot(scales, s.p90_psnr_db, ":", color=color, lw=1)
         ax.fill_between(scales, s.ci95_low_db, s.ci95_high_db, color=color, alpha=0.3, lw=0)
-        ax.plot(scales, s.finite_mean_psnr_db, "o-", color=color, label=variant, lw=2)
+        ax.plot(scales, s.finite_mean_psnr_db, "o-", color=color, label=literal(variant), lw=2)
     low = float(np.nanmin(stats.p10_psnr_db.values))
     high = float(np.nanmax(stats.p90_psnr_db.values))
     ax.set_ylim(low - 0.05 * (high - low), high + 0.4 * (high - low))  # room for the legend
@@ -188,10 +181,9 @@ def _mean_panel(ax: Any, stats: xr.Dataset) -> None:
         Patch(facecolor="0.85", edgecolor="0.3", linestyle=":"),
     ]
     labels += ["95% interval of the mean", "10–90% of the images"]
-    legend = ax.legend(
+    ax.legend(
         handles, labels, loc="upper right", ncols=2, fontsize=9, title="mean PSNR (finite values)"
     )
-    literal_texts(legend)
 
 
 def _distribution_panel(ax: Any, cube: xr.Dataset) -> None:
@@ -234,14 +226,13 @@ def _distribution_panel(ax: Any, cube: xr.Dataset) -> None:
     ax.set_ylabel("PSNR (dB)")
     ax.set_title("Per-image PSNR distribution (box: quartiles, whiskers: 1.5 IQR)")
     ax.grid(axis="y", alpha=0.3)
-    legend = ax.legend(
+    ax.legend(
         [Patch(facecolor=variant_color(v), alpha=0.55) for v in variants],
-        variants,
+        [literal(v) for v in variants],
         loc="upper right",
         fontsize=9,
         title="variant",
     )
-    literal_texts(legend)
 
 
 def plot_psnr(results: xr.Dataset, split: Split = "all", *, progress: bool | None = None) -> Any:
@@ -256,13 +247,13 @@ def plot_psnr(results: xr.Dataset, split: Split = "all", *, progress: bool | Non
     )
 
 
-def tile_grid(grid: xr.DataArray, gap: int = 4, fill: int = 255) -> np.ndarray:
+def tile_grid(cells: xr.DataArray, gap: int = 4, fill: int = 255) -> np.ndarray:
     """The grid's cells side by side as one image, without labels.
 
     Parameters
     ----------
-    grid : xr.DataArray
-        From :func:`pupsnr_dask.query.pu_grid`, dims ``(variant, scale, y, x, channel)``.
+    cells : xr.DataArray
+        From :func:`pupsnr_dask.grid.pu_grid`, dims ``(variant, scale, y, x, channel)``.
     gap : int
         Pixels between cells.
     fill : int
@@ -276,12 +267,14 @@ def tile_grid(grid: xr.DataArray, gap: int = 4, fill: int = 255) -> np.ndarray:
     """
     if gap < 0:
         raise ValueError(f"gap must be >= 0, got {gap!r}")
-    cells = grid.transpose(schema.VARIANT, schema.SCALE, schema.Y, schema.X, schema.CHANNEL).values
-    nv, ns, h, w, c = cells.shape
+    pixels = cells.transpose(
+        schema.VARIANT, schema.SCALE, schema.Y, schema.X, schema.CHANNEL
+    ).values
+    nv, ns, h, w, c = pixels.shape
     out = np.full((nv * h + (nv - 1) * gap, ns * w + (ns - 1) * gap, c), fill, dtype=np.uint8)
     for j in range(nv):
         for k in range(ns):
-            out[j * (h + gap) : j * (h + gap) + h, k * (w + gap) : k * (w + gap) + w] = cells[j, k]
+            out[j * (h + gap) : j * (h + gap) + h, k * (w + gap) : k * (w + gap) + w] = pixels[j, k]
     return out
 
 
@@ -292,13 +285,13 @@ def psnr_text(value: float) -> str:
     return f"PSNR {value:.2f} dB"
 
 
-def grid_figure(grid: xr.DataArray, *, cell_inches: float = 1.9) -> Any:
+def grid_figure(cells: xr.DataArray, *, cell_inches: float = 1.9) -> Any:
     """The labelled PU grid of one image.
 
     Parameters
     ----------
-    grid : xr.DataArray
-        From :func:`pupsnr_dask.query.pu_grid`.
+    cells : xr.DataArray
+        From :func:`pupsnr_dask.grid.pu_grid`.
     cell_inches : float
         Size of one cell.
 
@@ -308,9 +301,9 @@ def grid_figure(grid: xr.DataArray, *, cell_inches: float = 1.9) -> Any:
         Rows: variants (labelled on the left); columns: "original" then each scale, labelled
         with its resolution and U-Net depth on top; each cell titled with its PSNR.
     """
-    variants = grid[schema.VARIANT].values.tolist()
-    scales = grid[schema.SCALE].values.tolist()
-    resolution = grid[schema.RESOLUTION].values.tolist()
+    variants = cells[schema.VARIANT].values.tolist()
+    scales = cells[schema.SCALE].values.tolist()
+    resolution = cells[schema.RESOLUTION].values.tolist()
     fig = new_figure(
         figsize=(cell_inches * len(scales) + 0.7, cell_inches * len(variants) + 1.5),
         layout="constrained",
@@ -319,10 +312,10 @@ def grid_figure(grid: xr.DataArray, *, cell_inches: float = 1.9) -> Any:
     for j, variant in enumerate(variants):
         for k, scale in enumerate(scales):
             ax = axes[j, k]
-            ax.imshow(grid.values[j, k], interpolation="nearest")
+            ax.imshow(cells.values[j, k], interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            value = float(grid[schema.PSNR].values[j, k])
+            value = float(cells[schema.PSNR].values[j, k])
             ax.set_title(psnr_text(value), size=8.5, pad=3)
             if j == 0:
                 head = "original" if scale == 1 else f"scale {scale}"
@@ -338,12 +331,11 @@ def grid_figure(grid: xr.DataArray, *, cell_inches: float = 1.9) -> Any:
                     weight="bold",
                 )
             if k == 0:
-                ax.set_ylabel(variant, size=12, weight="bold", parse_math=False)
+                ax.set_ylabel(literal(variant), size=12, weight="bold")
     width = fig.get_figwidth()
-    where = f"image {grid.attrs.get('image', '?')}: {grid.attrs.get('source', '?')}"
-    fig.suptitle(
-        textwrap.fill(f"PU transform of {where}", int(width * 8.5)), size=12, parse_math=False
-    )
+    where = f"image {cells.attrs.get('image', '?')}: {cells.attrs.get('source', '?')}"
+    title = textwrap.fill(f"PU transform of {where}", int(width * 8.5))
+    fig.suptitle(literal(title), size=12)
     caption = (
         "rows: input variant · columns: PU scale s (average-pool s×s, nearest-neighbour "
         "upsample) · titles: PSNR against the true image (dB)"
@@ -359,7 +351,7 @@ def plot_grid(
     scales: Any = SCALES,
 ) -> Any:
     """The labelled PU grid (:func:`grid_figure`) of one image of an images store."""
-    return grid_figure(query.pu_grid(images, image, variants, scales))
+    return grid_figure(grid.pu_grid(images, image, variants, scales))
 
 
 def save_figure(fig: Any, path: str | Path, *, dpi: int = DEFAULT_DPI) -> Path:

@@ -1,0 +1,400 @@
+"""One self-contained HTML page about a results store: tables, plots, extremes, provenance.
+
+Every picture is embedded as a base64 PNG and the style sheet is inline: the page has no
+script and loads nothing, so it opens from disk, by mail or as a CI artefact. The page is the
+jinja2 template ``templates/report.html.j2`` (every value HTML-escaped) with the style sheet
+``templates/report.css``. Sections::
+
+    1. Tables        mean PSNR (SPEC.md's layout), standard deviation, PSNR of the mean MSE,
+                     mean of the finite PSNRs with its 95% interval
+    2. Plot          plots.psnr_figure
+    3. Extremes      per variant x scale, the images with the lowest and highest PSNR
+                     (thumbnails of img_true, linked to their PU grids)
+    4. PU grids      the PU grid of each image shown in 3.
+    5. Provenance    parameters, definitions, data set size, versions, dates
+
+Sections 3 and 4 need the pixels, from the images store: given explicitly, or found through
+the ``images_store`` attributes that :func:`pupsnr_dask.experiment.run` records (looked up by
+:func:`pupsnr_dask.locations.find_images_store`, through :func:`pupsnr_dask.query.images_store_of`).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import importlib.metadata
+import importlib.resources
+import io
+import platform
+from typing import Any
+
+import fsspec
+import numpy as np
+import xarray as xr
+from markupsafe import Markup
+from PIL import Image
+
+from pupsnr_dask import grid, query, schema
+from pupsnr_dask.cluster import compute
+from pupsnr_dask.experiment import Split
+from pupsnr_dask.report import plots, summary, tables
+
+#: Images with the lowest and the highest PSNR shown per variant and scale.
+DEFAULT_TOP = 3
+#: Grids drawn at most; more extreme images are listed without one (a grid is ~150 kB).
+MAX_GRIDS = 40
+THUMBNAIL_PX = 72
+GRID_CELL_PX = 128
+VERSIONED = (
+    "pupsnr-dask",
+    "numpy",
+    "xarray",
+    "dask",
+    "distributed",
+    "zarr",
+    "pillow",
+    "matplotlib",
+)
+#: Attributes of the results shown in the provenance section, in this order.
+PROVENANCE_ATTRS = (
+    "size",
+    "method",
+    "data_range",
+    schema.VERSION_ATTR,
+    "mse_definition",
+    "psnr_definition",
+    "pu_definition",
+)
+
+Picks = dict[tuple[str, int], tuple[xr.DataArray, xr.DataArray] | None]
+Pictures = dict[int, dict[str, Any]]
+
+
+def png_data_uri(png: bytes) -> str:
+    """``data:image/png;base64,...`` for PNG bytes."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def thumbnail_png(pixels: np.ndarray, size: int = THUMBNAIL_PX) -> bytes:
+    """A small PNG of one ``(h, w, 3)`` uint8 image, resized with LANCZOS."""
+    return _png(Image.fromarray(pixels).resize((size, size), Image.Resampling.LANCZOS))
+
+
+def store_modified(store: str | None, storage_options: dict[str, Any] | None = None) -> str | None:
+    """When a store's metadata was last written (UTC, ISO 8601), or None when unknown."""
+    if not store:
+        return None
+    try:
+        fs, path = fsspec.core.url_to_fs(store, **(storage_options or {}))
+        names = [f"{path}/{n}" for n in ("zarr.json", ".zmetadata", ".zgroup")]
+        found = next((name for name in names if fs.exists(name)), None)
+        if found is None:
+            return None
+        when = fs.modified(found)
+    except (OSError, NotImplementedError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.astimezone()
+    return when.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python and of the packages that produce the numbers and pictures."""
+    out = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def build_html(
+    results: xr.Dataset,
+    images: xr.Dataset | None = None,
+    *,
+    split: Split = "all",
+    top: int = DEFAULT_TOP,
+    results_name: str | None = None,
+    images_name: str | None = None,
+    images_note: str = "",
+    storage_options: dict[str, Any] | None = None,
+    progress: bool | None = None,
+) -> str:
+    """The HTML page of a results store.
+
+    Parameters
+    ----------
+    results : xr.Dataset
+        A results store, lazy or not.
+    images : xr.Dataset, optional
+        Its images store; without it the page has no thumbnails or grids, and says so.
+    split : {"train", "test", "all"}
+        Which images to report on.
+    top : int
+        Images with the lowest and with the highest PSNR shown per variant and scale.
+    results_name, images_name : str, optional
+        Where the stores are, for the provenance section.
+    images_note : str
+        How the images store was found (from :func:`pupsnr_dask.query.images_store_of`).
+    storage_options : dict, optional
+        fsspec options, to read the stores' dates.
+    progress : bool, optional
+        Progress bars while reading; by default when standard error is a terminal.
+
+    Returns
+    -------
+    str
+        A complete HTML document with no external reference.
+    """
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ValueError(f"top must be a positive integer, got {top!r}")
+    cube = query.load_cube(results, split, progress=progress)
+    if cube.sizes[schema.IMAGE] == 0:
+        raise ValueError(f"no images in split {split!r}")
+    picks = _extremes(cube, top)
+    pictures = _pictures(images, cube, picks, progress) if images is not None else None
+    names = (results_name, images_name)
+    return tables.template("report.html.j2").render(
+        css=importlib.resources.files(__package__).joinpath("templates/report.css").read_text(),
+        title=results_name or "results",
+        n=cube.sizes[schema.IMAGE],
+        split=split,
+        results_name=results_name or "(in memory)",
+        generated=_now(),
+        tables=_tables(cube, split),
+        plot=png_data_uri(plots.png_bytes(plots.psnr_figure(cube))),
+        top=top,
+        images_note=images_note,
+        pictures=pictures,
+        extremes=_extremes_rows(cube, picks, pictures),
+        grids=[entry for entry in (pictures or {}).values() if "grid" in entry],
+        without_grid=[e["source"] for e in (pictures or {}).values() if "grid" not in e],
+        provenance=_provenance(results, images, cube, names, images_note, storage_options),
+        thumb_px=THUMBNAIL_PX,
+        cell_px=GRID_CELL_PX,
+        max_grids=MAX_GRIDS,
+    )
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _tables(cube: xr.Dataset, split: str) -> list[tuple[str, Markup]]:
+    """The statistics tables and the interval table, rendered by the one table renderer."""
+    table = query.summary_table(cube)
+    table.attrs["split"] = split
+    frames = [(title, summary.statistic_frame(table, s)) for s, title in summary.STATISTICS.items()]
+    frames.append(("Mean of the finite PSNRs (dB) [95% interval]", summary.interval_frame(table)))
+    return [(title, Markup(tables.render(df, "html"))) for title, df in frames]
+
+
+def _extremes(cube: xr.Dataset, top: int) -> Picks:
+    """Lowest and highest ``top`` per variant x scale; None where every PSNR is +inf."""
+    picks: Picks = {}
+    for variant in cube[schema.VARIANT].values.tolist():
+        for scale in cube[schema.SCALE].values.tolist():
+            values = cube[schema.PSNR].sel({schema.VARIANT: variant, schema.SCALE: scale})
+            if np.isposinf(values.values).all():
+                picks[variant, scale] = None
+                continue
+            low = query.extremes(cube, variant, scale, n=top, lowest=True, progress=False)
+            high = query.extremes(cube, variant, scale, n=top, lowest=False, progress=False)
+            picks[variant, scale] = (low, high)
+    return picks
+
+
+def _shown_images(picks: Picks) -> list[int]:
+    """Images in the extremes, most often shown first (ties: by index)."""
+    count: dict[int, int] = {}
+    for pair in picks.values():
+        for arr in pair or ():
+            for i in arr[schema.IMAGE].values.tolist():
+                count[i] = count.get(i, 0) + 1
+    return sorted(count, key=lambda i: (-count[i], i))
+
+
+def _pictures(
+    images: xr.Dataset, cube: xr.Dataset, picks: Picks, progress: bool | None
+) -> Pictures:
+    """Thumbnail and (for the first MAX_GRIDS) grid of each image in the extremes."""
+    coords = query.with_image_coords(cube, images)  # also checks it is the right store
+    shown = _shown_images(picks)
+    index = images[schema.IMAGE].values
+    positions = [int(np.flatnonzero(index == i)[0]) for i in shown]
+    (pixels,) = compute(images[schema.IMAGES].isel({schema.IMAGE: positions}), progress=progress)
+    variants = cube[schema.VARIANT].values.tolist()
+    scales = cube[schema.SCALE].values.tolist()
+    out: Pictures = {}
+    for k, i in enumerate(shown):
+        meta = _image_meta(coords.sel({schema.IMAGE: i}), i)
+        out[i] = {**meta, "thumb": png_data_uri(thumbnail_png(pixels.values[k]))}
+        if k < MAX_GRIDS:
+            cells = grid.pu_cells(pixels.values[k], variants, scales, attrs=meta)
+            out[i].update(grid_context(cells))
+    return out
+
+
+def _image_meta(one: xr.Dataset, image: int) -> dict[str, Any]:
+    return {
+        "image": image,
+        "source": str(one[schema.SOURCE].values),
+        "split": str(one[schema.SPLIT].values),
+        "color_score": float(one[schema.COLOR_SCORE].values),
+        "original": f"{int(one[schema.ORIGINAL_WIDTH])}×{int(one[schema.ORIGINAL_HEIGHT])}",
+    }
+
+
+def grid_context(cells: xr.DataArray, cell_px: int = GRID_CELL_PX) -> dict[str, Any]:
+    """What the template draws of one PU grid: column heads, and a PNG and PSNR per cell.
+
+    Parameters
+    ----------
+    cells : xr.DataArray
+        From :func:`pupsnr_dask.grid.pu_grid` or :func:`pupsnr_dask.grid.pu_cells`.
+    cell_px : int
+        Side of each cell's picture (box-filtered down from the image size).
+    """
+    scales = cells[schema.SCALE].values.tolist()
+    resolution = cells[schema.RESOLUTION].values.tolist()
+    columns = [
+        ("original" if s == 1 else f"scale {s}", plots.scale_label(s, r).replace("\n", " · "))
+        for s, r in zip(scales, resolution, strict=True)
+    ]
+    rows = []
+    for j, variant in enumerate(cells[schema.VARIANT].values.tolist()):
+        row = []
+        for k, scale in enumerate(scales):
+            img = Image.fromarray(cells.values[j, k])
+            if img.width != cell_px:
+                img = img.resize((cell_px, cell_px), Image.Resampling.BOX)
+            text = plots.psnr_text(float(cells[schema.PSNR].values[j, k]))
+            row.append({"text": text, "src": png_data_uri(_png(img)), "scale": scale})
+        rows.append((variant, row))
+    return {"grid": True, "columns": columns, "rows": rows}
+
+
+def _thumb(value: float, image: int, source: str, pictures: Pictures | None) -> dict[str, Any]:
+    label = "∞" if np.isinf(value) else f"{value:.2f} dB"
+    out = {
+        "label": label,
+        "title": f"image {image}: {source}, PSNR {label}",
+        "name": source.rsplit("/", 1)[-1],
+        "src": None,
+    }
+    if pictures is not None:
+        entry = pictures[image]
+        out.update(src=entry["thumb"], href=f"#image-{image}" if "grid" in entry else "#grids")
+    return out
+
+
+def _thumbs(arr: xr.DataArray, pictures: Pictures | None) -> list[dict[str, Any]]:
+    sources = arr[schema.SOURCE].values.tolist()
+    triples = zip(arr.values, arr[schema.IMAGE].values, sources, strict=True)
+    return [_thumb(float(v), int(i), str(src), pictures) for v, i, src in triples]
+
+
+def _extremes_rows(cube: xr.Dataset, picks: Picks, pictures: Pictures | None) -> list[dict]:
+    """One row a variant x scale: lowest and highest thumbnails, or None (all +inf)."""
+    rows = []
+    for (variant, scale), pair in picks.items():
+        res = int(cube[schema.RESOLUTION].sel({schema.SCALE: scale}))
+        ends = None if pair is None else [_thumbs(arr, pictures) for arr in pair]
+        rows.append({"variant": variant, "scale": scale, "resolution": res, "ends": ends})
+    return rows
+
+
+def _provenance(
+    results: xr.Dataset,
+    images: xr.Dataset | None,
+    cube: xr.Dataset,
+    names: tuple[str | None, str | None],
+    images_note: str,
+    storage_options: dict[str, Any] | None,
+) -> list[tuple[str, str, bool]]:
+    """``(label, value, as code)`` rows: stores, dates, sizes, definitions, ingest, versions."""
+    results_name, images_name = names
+    splits = query.strings(results[schema.SPLIT].values)
+    counts = ", ".join(f"{s}: {int((splits == s).sum())}" for s in schema.SPLITS)
+    items = [
+        ("report generated", _now(), False),
+        ("results store", results_name or "(in memory)", True),
+        ("results written", store_modified(results_name, storage_options) or "unknown", False),
+        ("images store", images_name or "none", bool(images_name)),
+        ("images store found", images_note or "—", False),
+    ]
+    if images is not None:
+        when = store_modified(images_name, storage_options) or "unknown"
+        items.append(("images written", when, False))
+    items += [
+        ("images in the results", f"{results.sizes[schema.IMAGE]} ({counts})", False),
+        ("images in this report", str(cube.sizes[schema.IMAGE]), False),
+        ("variants", ", ".join(results[schema.VARIANT].values.tolist()), False),
+        ("scales", ", ".join(str(s) for s in results[schema.SCALE].values.tolist()), False),
+    ]
+    for key in PROVENANCE_ATTRS:
+        if key in results.attrs:
+            label = "written by pupsnr-dask" if key == schema.VERSION_ATTR else key
+            items.append((label.replace("_", " "), str(results.attrs[key]), False))
+    items += _ingest_items(results, images)
+    items += [(f"version of {k} (this report)", v, False) for k, v in software_versions().items()]
+    return items
+
+
+def _ingest_items(results: xr.Dataset, images: xr.Dataset | None) -> list[tuple[str, str, bool]]:
+    ingest = dict(results.attrs.get("images_store_attrs", {}))
+    items = []
+    if images is not None:
+        ingest.update({k: v for k, v in images.attrs.items() if k != schema.REJECTED_ATTR})
+        rejected = images.attrs.get(schema.REJECTED_ATTR, [])
+        items.append(("files rejected at ingest", str(len(rejected)), False))
+    items += [
+        (f"ingest: {str(key).replace('_', ' ')}", str(value), False)
+        for key, value in ingest.items()
+        if key != schema.KIND_ATTR
+    ]
+    return items
+
+
+def write_html(
+    results: str,
+    output: str,
+    *,
+    images: str | None = None,
+    split: Split = "all",
+    top: int = DEFAULT_TOP,
+    storage_options: dict[str, Any] | None = None,
+    progress: bool | None = None,
+) -> tuple[str, str]:
+    """Write the HTML page of the results store at ``results`` to the file ``output``.
+
+    Returns
+    -------
+    tuple of str
+        ``(output, note)``: the note says where the images came from, or why there are none.
+    """
+    ds = schema.open_store(results, "psnr", storage_options=storage_options)
+    image_ds, images_name, note = query.images_store_of(
+        ds, images, storage_options=storage_options, results_store=results
+    )
+    page = build_html(
+        ds,
+        image_ds,
+        split=split,
+        top=top,
+        results_name=results,
+        images_name=images_name,
+        images_note=note,
+        storage_options=storage_options,
+        progress=progress,
+    )
+    with open(output, "w", encoding="utf-8") as f:
+        f.write(page)
+    return output, note

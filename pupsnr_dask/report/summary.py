@@ -1,0 +1,107 @@
+"""Tables of the summary statistics, in the layout of SPEC.md's published table.
+
+Text and markdown: one table a statistic, rows = scale, columns = variant::
+
+    Mean PSNR (dB)
+
+    scale  resolution   true   gray  mosaic
+        1         256      —  19.85   15.58
+        2         128  24.61  18.65   15.58
+
+CSV and JSON: one row per (variant, scale), numbers unrounded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from pupsnr_dask import schema
+from pupsnr_dask.report.tables import Format, check_format, format_value, render
+
+#: The statistics of :func:`pupsnr_dask.query.summarize` that the tables show, with titles.
+STATISTICS = {
+    "mean_psnr_db": "Mean PSNR (dB)",
+    "std_psnr_db": "Standard deviation of PSNR (dB)",
+    "psnr_of_mean_mse_db": "PSNR of the mean MSE (dB)",
+}
+
+
+def _by_scale(summary: xr.Dataset, cell: Any) -> pd.DataFrame:
+    """Rows = scale (with its resolution), columns = variant, ``cell(j, k)`` in each."""
+    variants = [str(v) for v in summary[schema.VARIANT].values]
+    rows = []
+    for k, scale in enumerate(summary[schema.SCALE].values):
+        row = {"scale": str(int(scale)), "resolution": str(int(summary[schema.RESOLUTION][k]))}
+        rows.append(row | {v: cell(j, k) for j, v in enumerate(variants)})
+    return pd.DataFrame(rows, columns=["scale", "resolution", *variants])
+
+
+def statistic_frame(summary: xr.Dataset, stat: str) -> pd.DataFrame:
+    """One statistic of ``summary`` as SPEC.md lays it out, formatted (``"—"``, ``"∞"``)."""
+    n = int(summary["n_images"])
+
+    def cell(j: int, k: int) -> str:
+        all_inf = int(summary["n_infinite"].values[j, k]) == n
+        return format_value(float(summary[stat].values[j, k]), all_inf)
+
+    return _by_scale(summary, cell)
+
+
+def interval_frame(summary: xr.Dataset) -> pd.DataFrame:
+    """Mean of the finite PSNRs with its 95% interval, from :func:`query.summary_table`."""
+
+    def cell(j: int, k: int) -> str:
+        mean = float(summary["finite_mean_psnr_db"].values[j, k])
+        low = float(summary["ci95_low_db"].values[j, k])
+        high = float(summary["ci95_high_db"].values[j, k])
+        if np.isnan(mean):
+            return "—"
+        return f"{mean:.2f}" if np.isnan(low) else f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+
+    return _by_scale(summary, cell)
+
+
+def records_frame(summary: xr.Dataset) -> pd.DataFrame:
+    """One row per (variant, scale): counts and every statistic, unrounded."""
+    rows = []
+    for j, variant in enumerate(summary[schema.VARIANT].values):
+        for k, scale in enumerate(summary[schema.SCALE].values):
+            row: dict[str, Any] = {
+                "variant": str(variant),
+                "scale": int(scale),
+                "resolution": int(summary[schema.RESOLUTION].values[k]),
+                "n_images": int(summary["n_images"]),
+                "n_infinite": int(summary["n_infinite"].values[j, k]),
+            }
+            rows.append(row | {s: float(summary[s].values[j, k]) for s in STATISTICS})
+    return pd.DataFrame(rows)
+
+
+def format_summary(summary: xr.Dataset, fmt: Format = "text") -> str:
+    """Render the output of :func:`pupsnr_dask.query.summarize` as text.
+
+    Parameters
+    ----------
+    summary : xr.Dataset
+        Dims ``(variant, scale)``, from ``summarize``.
+    fmt : {"text", "markdown", "csv", "json"}
+        Tables laid out as SPEC.md (rows = scale, columns = variant) for text and markdown;
+        one row per (variant, scale) for csv and json (+inf as null in json).
+
+    Returns
+    -------
+    str
+    """
+    check_format(fmt)
+    if fmt in ("csv", "json"):
+        meta = {"n_images": int(summary["n_images"]), "split": summary.attrs.get("split")}
+        return render(records_frame(summary), fmt, meta=meta)
+    lines = [f"{int(summary['n_images'])} images, split: {summary.attrs.get('split', 'all')}"]
+    for stat, title in STATISTICS.items():
+        heading = f"## {title}" if fmt == "markdown" else title
+        lines += ["", heading, "", render(statistic_frame(summary, stat), fmt)]
+    return "\n".join(lines)

@@ -1,0 +1,67 @@
+"""The PU grid of one image as data, on the ingested sample photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from pupsnr_dask import grid
+from pupsnr_dask.experiment import VARIANTS
+from pupsnr_dask.schema import open_store
+from pupsnr_dask.transforms import pu_kernel
+
+COFFEE = "skimage/coffee.png"
+
+
+@pytest.fixture(scope="module")
+def results(results_store) -> xr.Dataset:
+    return open_store(str(results_store), "psnr")
+
+
+@pytest.fixture(scope="module")
+def images(images_store) -> xr.Dataset:
+    return open_store(str(images_store), "images")
+
+
+def test_find_image_by_index_source_and_path_end(images):
+    sources = images.source.values.tolist()
+    pos = sources.index(COFFEE)
+    assert grid.find_image(images, COFFEE) == pos
+    assert grid.find_image(images, "coffee.png") == pos
+    assert grid.find_image(images, str(int(images.image.values[pos]))) == pos
+    assert grid.find_image(images, int(images.image.values[pos])) == pos
+    with pytest.raises(ValueError, match="neither an index nor a source"):
+        grid.find_image(images, "nope.png")
+    with pytest.raises(ValueError, match="must be an index in"):
+        grid.find_image(images, 999)
+    with pytest.raises(TypeError, match="must be an int or a str"):
+        grid.find_image(images, 2.5)
+
+
+def test_pu_grid_cells_are_the_pu_transformed_variants(images_store, images, results):
+    cells = grid.pu_grid(str(images_store), COFFEE)
+    pos = images.source.values.tolist().index(COFFEE)
+    img_true = images.images.values[pos][None]
+    assert cells.dims == ("variant", "scale", "y", "x", "channel") and cells.dtype == np.uint8
+    assert cells.variant.values.tolist() == list(VARIANTS)
+    assert cells.scale.values.tolist() == [1, 2, 4, 8, 16, 32]
+    for name, kernel in VARIANTS.items():
+        view = kernel(img_true)
+        for scale in cells.scale.values.tolist():
+            expected = np.clip(np.rint(pu_kernel(view, scale)[0]), 0, 255).astype(np.uint8)
+            np.testing.assert_array_equal(cells.sel(variant=name, scale=scale).values, expected)
+    np.testing.assert_array_equal(cells.sel(variant="true", scale=1).values, img_true[0])
+    # the PSNR in each cell title is the one of the results store
+    stored = results.psnr.sel(image=int(images.image.values[pos])).values
+    np.testing.assert_allclose(cells.psnr.values, stored, rtol=0, atol=1e-9)
+    assert cells.attrs["source"] == COFFEE
+
+
+def test_pu_cells_put_the_original_first_and_reject_a_wrong_image():
+    img_true = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    cells = grid.pu_cells(img_true, ("gray",), (4, 2))
+    assert cells.scale.values.tolist() == [1, 4, 2]
+    assert cells.resolution.values.tolist() == [32, 8, 16]
+    with pytest.raises(ValueError, match=r"img_true must be a \(size, size, 3\) uint8 image"):
+        grid.pu_cells(img_true.astype(np.float64))
