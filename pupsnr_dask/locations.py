@@ -45,8 +45,8 @@ def absolute(location: str) -> str:
     """
     if is_url(location):
         return location
-    if location.startswith("file://"):
-        location = location[len("file://") :]
+    if location.startswith("file://"):  # kept a URL: storage options may go with it
+        return "file://" + os.path.abspath(location[len("file://") :])
     return os.path.abspath(location)
 
 

@@ -41,6 +41,7 @@ from clusters import (
     wait_until,
 )
 from conftest import random_photo, write_image
+from storefiles import files
 
 from pupsnr_dask import durable, ingest, run, schema
 from pupsnr_dask.cli import main, user_error_message
@@ -49,15 +50,6 @@ from pupsnr_dask.ingest import KILL_WORKER_ENV, KILLED_WORKER_REASON
 
 SIZE, CHUNK = 32, 3
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part")
-
-
-def files(store: Path) -> dict[str, str]:
-    """SHA-256 of every file of a store (metadata and chunks), by relative path."""
-    return {
-        p.relative_to(store).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(store.rglob("*"))
-        if p.is_file()
-    }
 
 
 def pupsnr(*args: str) -> list[str]:
