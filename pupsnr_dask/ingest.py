@@ -561,23 +561,76 @@ def _os_reason(err: OSError) -> str:
     return err.strerror or type(err).__name__
 
 
-def color_score(rgb: np.ndarray) -> float:
+def color_score(rgb: np.ndarray | Image.Image) -> float:
     """Mean of the nine entries of the correlation matrix of the R, G and B values.
 
-    Sums are accumulated in float64 over integer values, which is exact, so the score does not
-    depend on how the pixels are visited. A constant channel makes the correlation undefined:
-    the score is then NaN (never colour).
+    The covariances are exact integers: per-channel sums and sums of squares come from the
+    channel histograms, the cross sums from the histograms of the channel differences
+    (``sum(r*g) = (sum(r**2) + sum(g**2) - sum((r - g)**2)) / 2``), all counted by Pillow in C
+    (~3x faster than float64 BLAS on ``(n, 3)``; benchmarks/color_score.py). So the score
+    does not depend on how the pixels are visited, and the float formula applied to those
+    integers is the one used since the start: the same score, bit for bit. A constant channel
+    makes the correlation undefined: the score is then NaN (never colour).
 
     Parameters
     ----------
-    rgb : np.ndarray
-        Shape ``(h, w, 3)``, uint8.
+    rgb : np.ndarray or PIL.Image.Image
+        Shape ``(h, w, 3)``, uint8 (other dtypes are summed in float64, exact for integers
+        whose sums stay below 2**53), or an RGB Pillow image.
+
+    Raises
+    ------
+    ValueError
+        When ``rgb`` is a Pillow image whose mode is not ``"RGB"``.
 
     Examples
     --------
     >>> gray = np.repeat(np.arange(12, dtype=np.uint8).reshape(3, 4, 1), 3, axis=2)
     >>> color_score(gray)
     1.0
+    """
+    if isinstance(rgb, Image.Image):
+        if rgb.mode != "RGB":
+            raise ValueError(f"rgb must be an RGB image, got an image of mode {rgb.mode!r}")
+        n, sums, products = rgb.width * rgb.height, *_rgb_moments(rgb)
+    elif rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3:
+        n = rgb.shape[0] * rgb.shape[1]
+        if n == 0:
+            return math.nan
+        sums, products = _rgb_moments(Image.fromarray(np.ascontiguousarray(rgb), "RGB"))
+    else:
+        n, sums, products = _float_moments(rgb)
+    return _score_from_moments(n, sums, products)
+
+
+_LEVELS = np.arange(256, dtype=np.int64)
+_SQUARES = _LEVELS * _LEVELS
+#: The channel pairs whose differences give the cross sums, as (i, j) with i < j.
+_PAIRS = ((0, 1), (0, 2), (1, 2))
+
+
+def _rgb_moments(img: Image.Image) -> tuple[list[int], list[list[int]]]:
+    """Exact ``sum(c_i)`` and ``sum(c_i * c_j)`` of an RGB image, from histograms."""
+    from PIL import ImageChops
+
+    hist = np.asarray(img.histogram(), dtype=np.int64).reshape(3, 256)
+    sums = [int(v) for v in hist @ _LEVELS]
+    squares = [int(v) for v in hist @ _SQUARES]
+    products = [[0] * 3 for _ in range(3)]
+    for i in range(3):
+        products[i][i] = squares[i]
+    bands = img.split()
+    for i, j in _PAIRS:
+        diff = ImageChops.difference(bands[i], bands[j]).histogram()  # |c_i - c_j|, 0-255
+        diff_squares = int(np.asarray(diff, dtype=np.int64) @ _SQUARES)
+        products[i][j] = products[j][i] = (squares[i] + squares[j] - diff_squares) // 2
+    return sums, products
+
+
+def _float_moments(rgb: np.ndarray) -> tuple[int, list[int], list[list[int]]]:
+    """``n``, ``sum(c_i)`` and ``sum(c_i * c_j)`` of any numeric ``(..., 3)`` array.
+
+    Float64 sums over blocks, exact while every sum is an integer below 2**53.
     """
     pixels = rgb.reshape(-1, 3)
     n = len(pixels)
@@ -586,10 +639,15 @@ def color_score(rgb: np.ndarray) -> float:
     step = 1 << 20
     for start in range(0, n, step):
         block = pixels[start : start + step].astype(np.float64)
-        sums += np.ones(len(block)) @ block  # BLAS: 6x faster than .sum(axis=0) on (n, 3)
+        sums += np.ones(len(block)) @ block
         products += block.T @ block
-    s = [int(v) for v in sums]
-    cov = [[n * int(products[i, j]) - s[i] * s[j] for j in range(3)] for i in range(3)]
+    return n, [int(v) for v in sums], [[int(v) for v in row] for row in products]
+
+
+def _score_from_moments(n: int, sums: list[int], products: list[list[int]]) -> float:
+    """The mean of the correlation matrix from exact integer moments (NaN: undefined)."""
+    s = sums
+    cov = [[n * products[i][j] - s[i] * s[j] for j in range(3)] for i in range(3)]
     if any(cov[i][i] == 0 for i in range(3)):
         return math.nan
     corr = [

@@ -41,6 +41,7 @@ from clusters import (
     wait_until,
 )
 from conftest import random_photo, write_image
+from distributed.diagnostics.plugin import WorkerPlugin
 from storefiles import files
 
 from pupsnr_dask import durable, ingest, run, schema
@@ -114,6 +115,17 @@ def oom_world(tmp_path_factory):
     return root
 
 
+class _NoDecodeBudget(WorkerPlugin):
+    """Worker plugin: lift ingest's decode-memory estimate on every worker it reaches."""
+
+    def setup(self, worker):
+        import importlib
+
+        ingest_module = importlib.import_module("pupsnr_dask.ingest")  # not pp.ingest()
+        ingest_module.MAX_DECODE_BYTES = 1 << 50
+        ingest_module.DECODE_MEMORY_FRACTION = 1 << 20
+
+
 def test_a_file_that_runs_its_worker_out_of_memory_is_rejected_and_the_rest_kept(
     oom_world, tmp_path
 ):
@@ -131,8 +143,11 @@ def test_a_file_that_runs_its_worker_out_of_memory_is_rejected_and_the_rest_kept
             host="127.0.0.1",
             dashboard_address=":0",
         ) as cluster,
-        Client(cluster),
+        Client(cluster) as client,
     ):
+        # The decode-memory estimate would reject the PNG unread (test_untrusted.py covers
+        # that): switch it off on every worker, restarted ones too, so the nanny kills it.
+        client.register_plugin(_NoDecodeBudget(), name="no-decode-budget")
         summary = ingest(str(oom_world / "src"), str(store), size=SIZE, chunk_size=CHUNK,
                          progress=False)  # fmt: skip
         again = ingest(str(oom_world / "src"), str(store), size=SIZE, chunk_size=CHUNK,
