@@ -188,14 +188,20 @@ def test_sound_stores_pass_every_command(command, stores, local_cluster, capsys)
     assert main(args) == 0, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-@pytest.mark.parametrize("damage", list(DAMAGES))
+# grid reads only an images store: it is not run on a damaged results store.
+MATRIX = [
+    (damage, command)
+    for damage in DAMAGES
+    for command in COMMANDS
+    if not (command == "grid" and DAMAGES[damage][0] == "r.zarr")
+]
+
+
+@pytest.mark.parametrize(("damage", "command"), MATRIX)
 def test_each_damage_is_listed_or_stops_each_command(
     damage, command, stores, local_cluster, capsys
 ):
     damaged, change, message = DAMAGES[damage]
-    if command == "grid" and damaged == "r.zarr":
-        pytest.skip("grid reads only an images store")
     change(stores / damaged)
     rc = main(argv(command, damaged, stores, local_cluster.scheduler.address))
     out, err = capsys.readouterr()
