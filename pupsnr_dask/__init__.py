@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import xarray
 
-try:
-    __version__ = version("pupsnr-dask")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0+unknown"
-
+from pupsnr_dask._version import __version__
 from pupsnr_dask.advise import advise
 from pupsnr_dask.cluster import compute, connect
 from pupsnr_dask.experiment import (
@@ -26,7 +21,8 @@ from pupsnr_dask.experiment import (
 from pupsnr_dask.ingest import color_score, ingest, load_resized
 from pupsnr_dask.metrics import mse_kernel, psnr_from_mse, psnr_kernel, pu_mse_kernel
 from pupsnr_dask.query import by_split, extremes, pu_grid, summary_table, with_image_coords
-from pupsnr_dask.schema import StoreError, open_store
+from pupsnr_dask.schema import StoreError
+from pupsnr_dask.store.zarr_io import open_store
 from pupsnr_dask.transforms import gray, gray_kernel, mosaic, mosaic_kernel, pu, pu_kernel
 
 

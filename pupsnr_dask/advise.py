@@ -53,7 +53,7 @@ import xarray as xr
 from dask.base import tokenize
 from PIL import Image
 
-from pupsnr_dask import locations, plots, schema
+from pupsnr_dask import plots, schema
 from pupsnr_dask.cluster import compute
 from pupsnr_dask.experiment import Split, select_split
 from pupsnr_dask.ingest import (
@@ -68,6 +68,7 @@ from pupsnr_dask.ingest import (
 from pupsnr_dask.metrics import psnr_from_mse, psnr_kernel
 from pupsnr_dask.report import FORMATS, Format, format_value, records_to_csv
 from pupsnr_dask.stats import t_half_width
+from pupsnr_dask.store.zarr_io import images_store_of, open_store
 
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_BATCH_SIZE = 32
@@ -703,7 +704,7 @@ def _select(results: xr.Dataset, variant: str, split: Split) -> xr.Dataset:
 
 def _open_results(results: str | xr.Dataset, storage_options: dict[str, Any] | None) -> xr.Dataset:
     if isinstance(results, str):
-        return schema.open_store(results, "psnr", storage_options=storage_options)
+        return open_store(results, "psnr", storage_options=storage_options)
     if not isinstance(results, xr.Dataset):
         raise TypeError(f"results must be a path or an xr.Dataset, got {type(results).__name__}")
     schema.validate(results, "psnr", name="results")
@@ -722,14 +723,14 @@ def _open_truth(
         path = images
         if not path:
             where = results.encoding.get("source")
-            path, how = locations.find_images_store(results.attrs, where, storage_options)
+            path, how = images_store_of(results.attrs, where, storage_options)
         if not path:
             raise ValueError(
                 "the results do not record their images store (written by an older pupsnr); "
                 "pass it with --images STORE (images=...)"
             )
         try:
-            truth = schema.open_store(path, "images", storage_options=storage_options)
+            truth = open_store(path, "images", storage_options=storage_options)
         except FileNotFoundError as err:
             raise FileNotFoundError(
                 f"the images store {path!r} ({how}) does not exist; pass it with --images STORE"

@@ -31,7 +31,9 @@ from pupsnr_dask.cluster import (
     connect,
 )
 from pupsnr_dask.ingest import DEFAULT_CHUNK_SIZE, DEFAULT_SIZE, DEFAULT_THRESHOLD, ingest
-from pupsnr_dask.locations import absolute
+from pupsnr_dask.store.fs import StorageOptions, absolute, parse_storage_options, store_exists
+from pupsnr_dask.store.integrity import damage_named, unfinished
+from pupsnr_dask.store.zarr_io import open_store
 
 #: Errors of the environment, whoever raises them: a file, a store, a scheduler, a missing
 #: optional package. One line, exit status 2.
@@ -71,9 +73,9 @@ def _connect_option(ctx: click.Context, param: click.Parameter, value: Any) -> N
 
 def _storage_options(
     ctx: click.Context, param: click.Parameter, value: str | None
-) -> schema.StorageOptions | None:
+) -> StorageOptions | None:
     try:
-        return schema.parse_storage_options(value)
+        return parse_storage_options(value)
     except ValueError as err:  # one line, exit 2 (see main), and the value is not repeated
         raise ValueError(f"--storage-options: {err}") from None
 
@@ -237,7 +239,7 @@ def ingest_cmd(
     test_count: int,
     chunk_size: int,
     overwrite: bool,
-    storage_options: schema.StorageOptions | None,
+    storage_options: StorageOptions | None,
     scheduler: str | None,
     n_workers: int | None,
     quiet: bool,
@@ -305,14 +307,14 @@ def run_cmd(
     scales: tuple[int, ...],
     method: experiment.Method,
     overwrite: bool,
-    storage_options: schema.StorageOptions | None,
+    storage_options: StorageOptions | None,
     scheduler: str | None,
     n_workers: int | None,
     quiet: bool,
 ) -> None:
     """Compute PSNR by image x variant x scale for an ingested STORE."""
     store, results = absolute(store), absolute(results)
-    images = schema.open_store(store, "images", storage_options=storage_options)
+    images = open_store(store, "images", storage_options=storage_options)
     experiment.check_selection(variants, scales, images.sizes[schema.Y])
     with _cluster(scheduler, n_workers, quiet):
         ds = experiment.run(
@@ -384,7 +386,7 @@ def report_cmd(
     images: str | None,
     top: int,
     quiet: bool,
-    storage_options: schema.StorageOptions | None,
+    storage_options: StorageOptions | None,
 ) -> None:
     """Print mean PSNR by variant x scale (SPEC.md's table), with counts and spread."""
     from pupsnr_dask import html_report, plots
@@ -395,14 +397,14 @@ def report_cmd(
     for out in (plot_file, html_file):
         if out is not None and not Path(out).resolve().parent.is_dir():
             raise FileNotFoundError(f"folder of {out!r} does not exist")
-    ds = schema.open_store(results, "psnr", storage_options=storage_options)
+    ds = open_store(results, "psnr", storage_options=storage_options)
     click.echo(report.format_summary(experiment.summarize(ds, split), fmt))
     progress = False if quiet else None
     if plot_file is not None:
         plots.save_figure(plots.plot_psnr(ds, split, progress=progress), plot_file)
         click.echo(f"pupsnr: plot written to {plot_file}", err=True)
     if html_file is not None:
-        with verify.damage_named(images, results, storage_options=storage_options):
+        with damage_named(images, results, storage_options=storage_options):
             _, note = html_report.write_html(
                 results,
                 html_file,
@@ -447,7 +449,7 @@ def grid_cmd(
     variants: tuple[str, ...],
     scales: tuple[int, ...],
     dpi: int,
-    storage_options: schema.StorageOptions | None,
+    storage_options: StorageOptions | None,
 ) -> None:
     """Draw the PU grid of one image of an ingested STORE.
 
@@ -458,8 +460,8 @@ def grid_cmd(
 
     plots.require_matplotlib()
     store = absolute(store)
-    ds = schema.open_store(store, "images", storage_options=storage_options)
-    with verify.damage_named(store, storage_options=storage_options):
+    ds = open_store(store, "images", storage_options=storage_options)
+    with damage_named(store, storage_options=storage_options):
         grid = query.pu_grid(ds, image, variants, scales)
     plots.save_figure(plots.grid_figure(grid), output, dpi=dpi)
     where = f"image {grid.attrs['image']} ({grid.attrs['source']})"
@@ -548,7 +550,7 @@ def advise_cmd(
     confidence: float,
     margin_db: float,
     batch_size: int,
-    storage_options: schema.StorageOptions | None,
+    storage_options: StorageOptions | None,
     scheduler: str | None,
     n_workers: int | None,
     quiet: bool,
@@ -570,7 +572,7 @@ def advise_cmd(
     if plot_path:
         check_plotting()
     # a damaged chunk of the images (or prediction) store, named
-    with verify.damage_named(images, results, predictions, storage_options=storage_options):
+    with damage_named(images, results, predictions, storage_options=storage_options):
         if output_psnr is not None:
             ds = advise(
                 results,
@@ -627,7 +629,7 @@ def verify_cmd(
     store: str,
     images: str | None,
     recompute: str,
-    storage_options: schema.StorageOptions | None,
+    storage_options: StorageOptions | None,
     scheduler: str | None,
     n_workers: int | None,
     quiet: bool,
@@ -642,9 +644,7 @@ def verify_cmd(
             f"must be a number or 'all', got {recompute!r}", param_hint="--recompute"
         )
     store, images = absolute(store), _absolute_or_none(images)
-    if not schema.store_exists(store, storage_options) and not verify.unfinished(
-        store, storage_options
-    ):
+    if not store_exists(store, storage_options) and not unfinished(store, storage_options):
         raise FileNotFoundError(f"no store at {store!r}")
     with _cluster(scheduler, n_workers, quiet):
         found = verify.verify_store(

@@ -29,9 +29,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from pupsnr_dask import locations, plots, query, report, schema
+from pupsnr_dask import plots, query, report, schema
 from pupsnr_dask.cluster import compute
 from pupsnr_dask.experiment import Split
+from pupsnr_dask.store.zarr_io import images_store_of, open_store
 
 #: Grids drawn at most; more extreme images are listed without one (a grid is ~150 kB).
 MAX_GRIDS = 40
@@ -100,7 +101,7 @@ def find_images_store(
 ) -> tuple[xr.Dataset | None, str | None, str]:
     """Open the images store of ``results``: ``images`` when given, else the recorded one.
 
-    The recorded one is looked up by :func:`pupsnr_dask.locations.find_images_store`
+    The recorded one is looked up by :func:`pupsnr_dask.store.zarr_io.images_store_of`
     (relative to ``results_store`` first, default: where ``results`` was opened from).
 
     Returns
@@ -110,14 +111,14 @@ def find_images_store(
         or why there is none. An explicit ``images`` that cannot be opened raises.
     """
     if images is not None:
-        ds = schema.open_store(images, "images", storage_options=storage_options)
+        ds = open_store(images, "images", storage_options=storage_options)
         return ds, images, f"images store {images!r} (given)"
     where = results_store or results.encoding.get("source")
-    recorded, how = locations.find_images_store(results.attrs, where, storage_options)
+    recorded, how = images_store_of(results.attrs, where, storage_options)
     if not recorded:
         return None, None, how
     try:
-        ds = schema.open_store(recorded, "images", storage_options=storage_options)
+        ds = open_store(recorded, "images", storage_options=storage_options)
     except (OSError, ValueError) as err:
         return None, recorded, f"the recorded images store cannot be opened ({how}: {err})"
     return ds, recorded, f"images store {recorded!r} ({how})"
@@ -560,7 +561,7 @@ def write_html(
     tuple of str
         ``(output, note)``: the note says where the images came from, or why there are none.
     """
-    ds = schema.open_store(results, "psnr", storage_options=storage_options)
+    ds = open_store(results, "psnr", storage_options=storage_options)
     image_ds, images_name, note = find_images_store(
         ds, images, storage_options=storage_options, results_store=results
     )

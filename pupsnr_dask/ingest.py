@@ -13,7 +13,7 @@ scheduler. Each task writes its resized images straight into a staging array nex
 store (``STORE.partial``) and returns only small records, so nothing large passes through the
 client; the accepted images are then gathered, in file order, into the final store.
 
-Ingest is resumable and incremental (:mod:`pupsnr_dask.durable`): a plan (the file list and
+Ingest is resumable and incremental (:mod:`pupsnr_dask.store.journal`): a plan (the file list and
 the parameters) and one record per finished batch are kept in ``STORE.partial``, so a run that
 was killed resumes where it stopped; a finished store is extended with the files that are new
 in SRC, appended after the existing images, whose indices never change. ``STORE.lock`` keeps a
@@ -33,10 +33,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import math
-import os
 import posixpath
-import signal
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -48,8 +47,35 @@ import xarray as xr
 from dask.base import tokenize
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pupsnr_dask import durable, locations, schema
-from pupsnr_dask.cluster import WORKER_DIED, compute, compute_each
+from pupsnr_dask import schema
+from pupsnr_dask._version import __version__
+from pupsnr_dask.cluster import WORKER_DIED, check_workers_see, compute, compute_each
+from pupsnr_dask.experiment import SCALES
+from pupsnr_dask.store.codecs import compressors, quiet_zarr_warnings
+from pupsnr_dask.store.fs import (
+    PARTIAL_SUFFIX,
+    check_output,
+    list_names,
+    lock_path,
+    parse_storage_options,
+    partial_path,
+    read_json,
+    remove_store,
+    store_exists,
+    url_to_fs,
+    why_not_removable,
+    write_json,
+)
+from pupsnr_dask.store.journal import (
+    EVENT,
+    PARTIAL_ENTRIES,
+    discard,
+    durable_moment,
+    remove_partial,
+    start_partial,
+)
+from pupsnr_dask.store.lock import StoreLock, describe
+from pupsnr_dask.store.zarr_io import create_store, open_store, unit_bounds, write_unit
 
 #: The Pillow formats each image extension allows: a file is opened with these only
 #: (``Image.open(formats=...)``), so Pillow never hands it to another decoder (PostScript to
@@ -75,7 +101,6 @@ DEFAULT_CHUNK_SIZE = schema.DEFAULT_CHUNK_SIZE
 #: benchmarks/RESULTS.md): level 1 keeps 95 % of the compression of zarr's default (level 3)
 #: and writes ~3x, reads ~1.3x faster.
 PIXELS_ZSTD_LEVEL = 1
-PARTIAL_SUFFIX = durable.PARTIAL_SUFFIX
 #: Images declaring more pixels than this are rejected unread: Pillow's own bomb limit.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 #: JPEGs with more scans than this are rejected undecoded: each scan of a progressive JPEG is
@@ -95,13 +120,13 @@ _RGB_BYTES_PER_PIXEL = 4 + 3
 PLAN_VERSION = 1
 #: The reason recorded for a file whose task kills its worker, even when run alone.
 KILLED_WORKER_REASON = "killed its worker: out of memory, or a crash while decoding?"
-#: Test hook: a worker loading the file of this relative path SIGKILLs itself first.
-KILL_WORKER_ENV = "PUPSNR_KILL_WORKER_ON"
+#: Logs the start of each file's loading (the ``ingest:load`` event, ``source`` in ``extra``).
+LOGGER = logging.getLogger("pupsnr_dask.ingest")
 
 
 def pixels_compressors() -> tuple[Any, ...]:
     """The Zarr codecs of the pixel arrays: zstd at :data:`PIXELS_ZSTD_LEVEL`, a checksum."""
-    return schema.compressors(PIXELS_ZSTD_LEVEL)
+    return compressors(PIXELS_ZSTD_LEVEL)
 
 
 @dataclass(frozen=True)
@@ -188,9 +213,7 @@ def list_files(
     NotADirectoryError
         When ``src`` is not a folder.
     """
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(src, **(storage_options or {}))
+    fs, root = url_to_fs(src, storage_options)
     if not fs.exists(root):
         raise FileNotFoundError(f"SRC {src!r} does not exist")
     if not fs.isdir(root):
@@ -233,13 +256,13 @@ def _is_store_listing(folder: str, listing: list[dict[str, Any]]) -> bool:
     names = {posixpath.basename(info["name"].rstrip("/")) for info in listing}
     if names & _STORE_MARKERS:
         return True
-    return folder.endswith(PARTIAL_SUFFIX) and bool(names) and names <= schema.PARTIAL_ENTRIES
+    return folder.endswith(PARTIAL_SUFFIX) and bool(names) and names <= PARTIAL_ENTRIES
 
 
 def _without_locks_of(entries: list[str], stores: list[str]) -> list[str]:
     """``entries`` less the lock files ``X.lock`` of skipped stores (``X`` or ``X.partial``)."""
     owners = {s[: -len(PARTIAL_SUFFIX)] if s.endswith(PARTIAL_SUFFIX) else s for s in stores}
-    locks = {durable.lock_path(owner) for owner in owners}
+    locks = {lock_path(owner) for owner in owners}
     return [e for e in entries if e not in locks]
 
 
@@ -287,10 +310,9 @@ def _has_surrogates(text: str) -> bool:
 
 def canonical_src(src: str, storage_options: dict[str, Any] | None = None) -> str:
     """SRC as recorded in a store: an absolute path, or a URL with its protocol."""
-    import fsspec
     from fsspec.implementations.local import LocalFileSystem
 
-    fs, root = fsspec.core.url_to_fs(src, **(storage_options or {}))
+    fs, root = url_to_fs(src, storage_options)
     root = root.rstrip("/") or "/"
     return root if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(root)
 
@@ -696,9 +718,7 @@ def _ingest_batch(
     The batch's record (with a SHA-256 of its pixels) is written after the pixels, atomically:
     a record that exists describes pixels that are all in place.
     """
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(src, **(storage_options or {}))
+    fs, root = url_to_fs(src, storage_options)
     root = root.rstrip("/") or "/"
     loaded = [_load_one(fs, root, source, size, threshold) for source in sources]
     return _write_batch(partial, batch, sources, loaded, size, storage_options)
@@ -708,9 +728,7 @@ def _ingest_file(
     src: str, source: str, size: int, threshold: float, storage_options: dict[str, Any] | None
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
     """Worker task: load one file of a batch whose worker died (see :func:`_stage`)."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(src, **(storage_options or {}))
+    fs, root = url_to_fs(src, storage_options)
     return _load_one(fs, root.rstrip("/") or "/", source, size, threshold)
 
 
@@ -721,8 +739,7 @@ def _load_one(
     failure = name_failure(source)
     if failure is not None:
         return None, asdict(Record(escaped_name(source), False, failure))
-    if os.environ.get(KILL_WORKER_ENV) == source:  # test hook: a worker that crashes
-        os.kill(os.getpid(), signal.SIGKILL)
+    LOGGER.debug("loading %s", source, extra={EVENT: "ingest:load", "source": source})
     image, record = load_source(fs, root, source, size, threshold)
     return image, asdict(record)
 
@@ -747,8 +764,8 @@ def _write_batch(
     staging[start : start + len(sources)] = pixels
     rows = [row for _, row in loaded]
     done = {"batch": batch, "sources": sources, "rows": rows, "sha256": _digest(pixels)}
-    durable.write_json(_record_path(partial, batch), done, storage_options)
-    durable.kill_point(f"ingest:batch:{batch}")
+    write_json(_record_path(partial, batch), done, storage_options)
+    durable_moment(f"ingest:batch:{batch}")
     return rows
 
 
@@ -805,7 +822,7 @@ def ingest(
     """Ingest the colour images below ``src`` into a Zarr store at ``store``.
 
     Resumable and incremental: see the module's description. Every file gets an answer, kept
-    or rejected with a reason; :class:`pupsnr_dask.durable.StoreLock` keeps other writers out.
+    or rejected with a reason; :class:`pupsnr_dask.store.lock.StoreLock` keeps other writers out.
 
     Parameters
     ----------
@@ -838,9 +855,9 @@ def ingest(
         Counts of files, stored images and rejections by reason.
     """
     _check_ingest_args(size, threshold, test_count, chunk_size)
-    storage_options = schema.parse_storage_options(storage_options)  # credentials hidden in logs
-    for name, where in (("STORE", store), ("STORE.partial", durable.partial_path(store))):
-        locations.check_output(
+    storage_options = parse_storage_options(storage_options)  # credentials hidden in logs
+    for name, where in (("STORE", store), ("STORE.partial", partial_path(store))):
+        check_output(
             where,
             src,
             output_name=name,
@@ -863,16 +880,14 @@ def ingest(
     summary = IngestSummary(store, 0, 0)
     if skipped:
         summary.notes.append(skipped_note(skipped))
-    with durable.StoreLock(store, storage_options) as lock:
+    with StoreLock(store, storage_options) as lock:
         if lock.taken_over:
             summary.notes.append(
-                f"took over the lock of a process that died ({durable.describe(lock.taken_over)})"
+                f"took over the lock of a process that died ({describe(lock.taken_over)})"
             )
-        locations.check_workers_see(
-            {"SRC": src, "the folder of STORE": durable.lock_path(store)}, storage_options
-        )
+        check_workers_see({"SRC": src, "the folder of STORE": lock_path(store)}, storage_options)
         if overwrite:
-            schema.discard(store, "images", storage_options)
+            discard(store, "images", storage_options)
         plan = _interrupted_plan(job, summary)
         if plan is not None:
             _execute(job, plan, summary)
@@ -895,15 +910,13 @@ class _Job:
 
     @property
     def partial(self) -> str:
-        return durable.partial_path(self.store)
+        return partial_path(self.store)
 
     def url(self, name: str) -> str:
         return f"{self.store.rstrip('/')}/{name}"
 
 
 def _check_ingest_args(size: int, threshold: float, test_count: int, chunk_size: int) -> None:
-    from pupsnr_dask.experiment import SCALES
-
     if size < 1 or any(size % s for s in SCALES):
         raise ValueError(
             f"size must be a positive multiple of {math.lcm(*SCALES)}, so that every default "
@@ -920,13 +933,13 @@ def _check_ingest_args(size: int, threshold: float, test_count: int, chunk_size:
 def _interrupted_plan(job: _Job, summary: IngestSummary) -> dict[str, Any] | None:
     """The plan of an interrupted ingest into the same store, if one can be resumed."""
     so = job.storage_options
-    if not schema.store_exists(job.partial, so):
+    if not store_exists(job.partial, so):
         return None
-    plan = durable.read_json(f"{job.partial}/plan.json", so)
+    plan = read_json(f"{job.partial}/plan.json", so)
     if not (isinstance(plan, dict) and plan.get("version") == PLAN_VERSION) or not _staging_usable(
         job, plan
     ):
-        schema.remove_partial(job.store, so, kind="images")
+        remove_partial(job.store, so, kind="images")
         summary.notes.append(f"discarded unusable leftovers of an earlier ingest: {job.partial}")
         return None
     changed = {k: v for k, v in plan["params"].items() if job.params.get(k) != v}
@@ -975,12 +988,12 @@ def _plan_new_files(job: _Job, sources: list[str], summary: IngestSummary) -> di
 def _existing_store(job: _Job) -> dict[str, Any] | None:
     """What a finished store at ``job.store`` holds, after checking its parameters."""
     so = job.storage_options
-    if not schema.store_exists(job.store, so):
+    if not store_exists(job.store, so):
         return None
     try:
-        ds = schema.open_store(job.store, "images", storage_options=so)
+        ds = open_store(job.store, "images", storage_options=so)
     except schema.StoreError as err:
-        why = schema.why_not_removable(job.store, "images", so)
+        why = why_not_removable(job.store, "images", so)
         # --overwrite deletes only stores that pupsnr wrote
         hint = f"it {why}: move it away" if why else "use --overwrite to replace it"
         raise FileExistsError(
@@ -1015,12 +1028,11 @@ def _existing_store(job: _Job) -> dict[str, Any] | None:
 
 def _start(job: _Job, plan: dict[str, Any]) -> None:
     """Create ``STORE.partial``: the staging array, then the plan (its presence means usable)."""
-    import fsspec
     import zarr
 
     so = job.storage_options
-    schema.start_partial(job.store, "images", so)  # discards an earlier journal of ours
-    fs, path = fsspec.core.url_to_fs(job.partial, **(so or {}))
+    start_partial(job.store, "images", so)  # discards an earlier journal of ours
+    fs, path = url_to_fs(job.partial, so)
     fs.makedirs(f"{path}/records", exist_ok=True)
     size, chunk = plan["params"]["size"], plan["params"]["chunk_size"]
     zarr.create_array(
@@ -1032,31 +1044,25 @@ def _start(job: _Job, plan: dict[str, Any]) -> None:
         compressors=pixels_compressors(),
         storage_options=so,
     )
-    durable.write_json(f"{job.partial}/plan.json", plan, so)
-    durable.kill_point("ingest:planned")
+    write_json(f"{job.partial}/plan.json", plan, so)
+    durable_moment("ingest:planned")
 
 
 def _execute(job: _Job, plan: dict[str, Any], summary: IngestSummary) -> None:
     """Stage what is not staged yet, write the store, forget the plan."""
     so = job.storage_options
-    if durable.read_json(f"{job.partial}/final.json", so) is None:
+    if read_json(f"{job.partial}/final.json", so) is None:
         records = _staged_records(job, plan, summary)
-        durable.kill_point("ingest:staged")
+        durable_moment("ingest:staged")
         summary.notes += _finalize(job, plan, records)
-        durable.write_json(f"{job.partial}/final.json", {"n_records": len(records)}, so)
-        durable.kill_point("ingest:finalized")
+        write_json(f"{job.partial}/final.json", {"n_records": len(records)}, so)
+        durable_moment("ingest:finalized")
     else:  # only the clean-up was left
         found = _read_records(job, plan)
         records = [row for b in sorted(found) for row in found[b]["rows"]]
     n_images = plan["base"]["images"] + sum(bool(r["accepted"]) for r in records)
     summary.add(records, n_images, appended=plan["base"]["images"] > 0)
-    schema.remove_partial(job.store, so, kind="images")  # plan.json first, marker last
-
-
-def _fs(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
-    import fsspec
-
-    return fsspec.core.url_to_fs(url, **(storage_options or {}))
+    remove_partial(job.store, so, kind="images")  # plan.json first, marker last
 
 
 def _batches(plan: dict[str, Any]) -> list[list[str]]:
@@ -1094,12 +1100,12 @@ def _read_records(job: _Job, plan: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """The records of finished batches that match the plan, by batch number."""
     batches = _batches(plan)
     out = {}
-    for name in durable.list_names(f"{job.partial}/records", job.storage_options):
+    for name in list_names(f"{job.partial}/records", job.storage_options):
         stem, ext = posixpath.splitext(name)
         if ext != ".json" or not stem.isdigit() or int(stem) >= len(batches):
             continue
         b = int(stem)
-        rec = durable.read_json(_record_path(job.partial, b), job.storage_options)
+        rec = read_json(_record_path(job.partial, b), job.storage_options)
         if (
             isinstance(rec, dict)
             and rec.get("sources") == batches[b]
@@ -1194,7 +1200,7 @@ def _finalize(job: _Job, plan: dict[str, Any], records: list[dict[str, Any]]) ->
     n0 = plan["base"]["images"]
     if n0 == 0:
         if not accepted:
-            schema.remove_partial(job.store, job.storage_options, kind="images")
+            remove_partial(job.store, job.storage_options, kind="images")
             reasons = Counter(r["reason"] for r in rejected)
             raise ValueError(
                 f"SRC {job.src!r} holds no colour images: "
@@ -1203,7 +1209,7 @@ def _finalize(job: _Job, plan: dict[str, Any], records: list[dict[str, Any]]) ->
         _create_store(job, kept, rejected, len(records))
     else:
         _extend_store(job, plan, kept, rejected, len(records))
-    durable.kill_point("ingest:final-created")
+    durable_moment("ingest:final-created")
     digests = _copy_images(job, accepted, n0)
     if n0:
         _consolidate(job)
@@ -1261,8 +1267,8 @@ def _create_store(
     ds[schema.IMAGES].encoding["compressors"] = pixels_compressors()
     ds.attrs.update(_store_attrs(job, n_files, rejected))
     # An unfinished earlier attempt: ours, as the plan (made when STORE did not exist) says.
-    schema.remove_store(job.store, job.storage_options, kind="images", ours=True)
-    schema.create_store(ds, job.store, storage_options=job.storage_options)
+    remove_store(job.store, job.storage_options, kind="images", ours=True)
+    create_store(ds, job.store, storage_options=job.storage_options)
 
 
 def _extend_store(
@@ -1277,7 +1283,7 @@ def _extend_store(
 
     base = plan["base"]
     n0, total = base["images"], base["images"] + len(kept)
-    with durable.quiet_zarr_warnings():
+    with quiet_zarr_warnings():
         group = zarr.open_group(
             job.store, mode="r+", storage_options=job.storage_options, use_consolidated=False
         )
@@ -1324,7 +1330,7 @@ def _dims(arr: Any) -> tuple[str, ...]:
 def _consolidate(job: _Job) -> None:
     import zarr
 
-    with durable.quiet_zarr_warnings():
+    with quiet_zarr_warnings():
         group = zarr.open_group(
             job.store, mode="r+", storage_options=job.storage_options, use_consolidated=False
         )
@@ -1339,7 +1345,7 @@ def _copy_images(job: _Job, accepted: list[int], n0: int) -> list[str]:
     import zarr
 
     final = zarr.open_array(job.url(schema.IMAGES), mode="r", storage_options=job.storage_options)
-    bounds = durable.unit_bounds(n0, n0 + len(accepted), durable.write_unit(final))
+    bounds = unit_bounds(n0, n0 + len(accepted), write_unit(final))
     token = tokenize(job.store, accepted, n0)
     task = dask.delayed(_copy_unit, pure=True)
     tasks = [
@@ -1372,7 +1378,7 @@ def _copy_unit(
     block = staging.get_orthogonal_selection(np.asarray(rows, dtype=np.int64))
     final = zarr.open_array(target, mode="r+", storage_options=storage_options)
     final.with_config({"write_empty_chunks": True})[start : start + len(rows)] = block
-    durable.kill_point(f"ingest:final-unit:{unit}")
+    durable_moment(f"ingest:final-unit:{unit}")
     return pixel_digests(block)
 
 
@@ -1387,8 +1393,6 @@ def _rejected_entries(rejected: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _store_attrs(job: _Job, n_files: int, rejected: list[dict[str, Any]]) -> dict[str, Any]:
-    from pupsnr_dask import __version__
-
     return {
         schema.KIND_ATTR: "images",
         schema.VERSION_ATTR: __version__,

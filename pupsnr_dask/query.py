@@ -25,6 +25,7 @@ from pupsnr_dask.cluster import compute
 from pupsnr_dask.experiment import SCALES, VARIANTS, Split, check_selection, select_split, summarize
 from pupsnr_dask.metrics import psnr_kernel
 from pupsnr_dask.stats import t_half_width
+from pupsnr_dask.store.zarr_io import open_store
 from pupsnr_dask.transforms import pu_kernel
 
 #: Statistics of the finite per-image PSNRs that :func:`summary_table` adds to ``summarize``.
@@ -233,7 +234,7 @@ def with_image_coords(results: xr.Dataset, images: xr.Dataset | str) -> xr.Datas
     """
     schema.validate(results, "psnr", name="results")
     if isinstance(images, str):
-        images = schema.open_store(images, "images")
+        images = open_store(images, "images")
     schema.validate(images, "images", name="images")
     index = results[schema.IMAGE].values
     missing = np.setdiff1d(index, images[schema.IMAGE].values)
@@ -361,7 +362,7 @@ def pu_grid(
         variant x scale; attrs ``image``, ``source``, ``split``.
     """
     if isinstance(images, str):
-        images = schema.open_store(images, "images")
+        images = open_store(images, "images")
     schema.validate(images, "images", name="images")
     pos = find_image(images, image)
     one = images.isel({schema.IMAGE: pos})
