@@ -148,8 +148,8 @@ def naive_cube(images: Any, scales: tuple[int, ...] = SCALES) -> Any:
     """
     import dask.array as da
 
-    from pupsnr_dask.metrics import psnr_from_mse
-    from pupsnr_dask.transforms import gray_kernel, mosaic_kernel
+    from pupsnr_dask.kernels.metrics import psnr_from_mse
+    from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel
 
     x = images["images"].data
     truth = x.astype(np.float64)
@@ -205,7 +205,7 @@ def hand_loop(store: str, scales: tuple[int, ...] = SCALES) -> np.ndarray:
 
 
 def _floor_kernel(chunk: np.ndarray) -> np.ndarray:
-    from pupsnr_dask.transforms import gray_kernel, mosaic_kernel
+    from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel
 
     gray = gray_kernel(chunk)
     mosaic = mosaic_kernel(chunk)

@@ -18,12 +18,14 @@ from pupsnr_dask.experiment import (
     select_split,
     summarize,
 )
-from pupsnr_dask.ingest import color_score, ingest, load_resized
-from pupsnr_dask.metrics import mse_kernel, psnr_from_mse, psnr_kernel, pu_mse_kernel
+from pupsnr_dask.ingest import ingest
+from pupsnr_dask.kernels.image import color_score, load_resized
+from pupsnr_dask.kernels.metrics import mse_kernel, psnr_from_mse, psnr_kernel, pu_mse_kernel
+from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel, pu_kernel
 from pupsnr_dask.query import by_split, extremes, pu_grid, summary_table, with_image_coords
 from pupsnr_dask.schema import StoreError
 from pupsnr_dask.store.zarr_io import open_store
-from pupsnr_dask.transforms import gray, gray_kernel, mosaic, mosaic_kernel, pu, pu_kernel
+from pupsnr_dask.transforms import gray, mosaic, pu
 
 
 def open_images(store: str, **storage_options: object) -> xarray.Dataset:

@@ -56,16 +56,16 @@ from PIL import Image
 from pupsnr_dask import plots, schema
 from pupsnr_dask.cluster import compute
 from pupsnr_dask.experiment import Split, select_split
-from pupsnr_dask.ingest import (
+from pupsnr_dask.ingest import list_files
+from pupsnr_dask.kernels.image import (
     IMAGE_EXTENSIONS,
     decode_budget,
     decode_failure,
     decode_rgb,
     image_extension,
-    list_files,
     resize_lanczos,
 )
-from pupsnr_dask.metrics import psnr_from_mse, psnr_kernel
+from pupsnr_dask.kernels.metrics import DATA_RANGE, psnr_from_mse, psnr_kernel
 from pupsnr_dask.report import FORMATS, Format, format_value, records_to_csv
 from pupsnr_dask.stats import t_half_width
 from pupsnr_dask.store.zarr_io import images_store_of, open_store
@@ -389,7 +389,7 @@ def build_output_psnr(
 # --- statistics --------------------------------------------------------------------------------
 
 
-def psnr_ceiling_db(size: int, data_range: float = schema.DATA_RANGE) -> float:
+def psnr_ceiling_db(size: int, data_range: float = DATA_RANGE) -> float:
     """PSNR of the smallest non-zero error between uint8 ``size x size x 3`` images.
 
     Examples

@@ -17,7 +17,9 @@ from dask.base import tokenize
 from pupsnr_dask import schema
 from pupsnr_dask._version import __version__
 from pupsnr_dask.cluster import check_workers_see, compute
-from pupsnr_dask.metrics import mse_kernel, psnr_from_mse, pu_mse_kernel
+from pupsnr_dask.kernels.blocks import check_scale
+from pupsnr_dask.kernels.metrics import DATA_RANGE, mse_kernel, psnr_from_mse, pu_mse_kernel
+from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel, pu_kernel, true_kernel
 from pupsnr_dask.store.fs import (
     check_output,
     list_names,
@@ -48,7 +50,6 @@ from pupsnr_dask.store.zarr_io import (
     unit_bounds,
     write_unit,
 )
-from pupsnr_dask.transforms import check_scale, gray_kernel, mosaic_kernel, pu_kernel, true_kernel
 
 Kernel = Callable[[np.ndarray], np.ndarray]
 
@@ -182,7 +183,7 @@ def _label_cube(
         schema.VERSION_ATTR: __version__,
         "size": size,
         "method": method,
-        "data_range": schema.DATA_RANGE,
+        "data_range": DATA_RANGE,
         "mse_definition": "mean over H x W x C of (PU(variant, scale) - img_true)**2, float64",
         "psnr_definition": "10*log10(data_range**2 / mse) in dB; +inf for identical images",
         "pu_definition": "average-pool scale x scale blocks (float), nearest-neighbour upsample",

@@ -23,10 +23,10 @@ import xarray as xr
 from pupsnr_dask import schema
 from pupsnr_dask.cluster import compute
 from pupsnr_dask.experiment import SCALES, VARIANTS, Split, check_selection, select_split, summarize
-from pupsnr_dask.metrics import psnr_kernel
+from pupsnr_dask.kernels.metrics import psnr_kernel
+from pupsnr_dask.kernels.variants import pu_kernel
 from pupsnr_dask.stats import t_half_width
 from pupsnr_dask.store.zarr_io import open_store
-from pupsnr_dask.transforms import pu_kernel
 
 #: Statistics of the finite per-image PSNRs that :func:`summary_table` adds to ``summarize``.
 SPREAD_STATISTICS = {

@@ -89,9 +89,6 @@ VARIANT_NAMES = ("true", "gray", "mosaic")
 METHODS = ("moments", "literal")
 
 
-DATA_RANGE = 255
-
-
 #: Images per chunk along ``image`` (and per ingest task); 32 measured best (benchmarks/RESULTS.md).
 DEFAULT_CHUNK_SIZE = 32
 

@@ -31,7 +31,7 @@ from pupsnr_dask import schema
 from pupsnr_dask.cluster import compute
 from pupsnr_dask.experiment import cube_kernel
 from pupsnr_dask.ingest import duplicate_warnings, pixel_digests
-from pupsnr_dask.metrics import psnr_from_mse
+from pupsnr_dask.kernels.metrics import psnr_from_mse
 from pupsnr_dask.store.codecs import quiet_zarr_warnings
 from pupsnr_dask.store.fs import store_exists
 from pupsnr_dask.store.integrity import (

@@ -28,10 +28,10 @@ from pupsnr_dask.advise import (
     psnr_ceiling_db,
 )
 from pupsnr_dask.cli import main
-from pupsnr_dask.ingest import EXTENSION_FORMATS, resize_lanczos
-from pupsnr_dask.metrics import psnr_kernel
+from pupsnr_dask.kernels.image import EXTENSION_FORMATS, resize_lanczos
+from pupsnr_dask.kernels.metrics import psnr_kernel
+from pupsnr_dask.kernels.variants import pu_kernel
 from pupsnr_dask.stats import t_half_width, t_quantile
-from pupsnr_dask.transforms import pu_kernel
 
 FORMATS = (".png", ".tif", ".bmp", ".webp")  # lossless; ".webp" saved with lossless=True
 
@@ -102,11 +102,13 @@ def test_matching_report_lists_a_few_names():
 @pytest.mark.parametrize("q", [0.025, 0.2, 0.8, 0.975, 0.995])
 def test_t_quantile_matches_scipy(df, q):
     import scipy.stats as stats
+
     assert t_quantile(q, df) == pytest.approx(stats.t.ppf(q, df), rel=1e-9)
 
 
 def test_t_quantile_rejects_bad_arguments_and_gives_the_interval_half_width():
     import scipy.stats as stats
+
     assert t_quantile(0.5, 7) == 0.0
     for q in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match="q must be"):
@@ -121,6 +123,7 @@ def test_t_quantile_rejects_bad_arguments_and_gives_the_interval_half_width():
 
 def test_interval_is_the_student_t_interval_of_paired_differences():
     import scipy.stats as stats
+
     inf, ceiling = math.inf, psnr_ceiling_db(256)
     output = np.array([20.0, 21.5, inf, 19.0, 23.0])
     p = np.array([[inf, 19.0], [22.0, 20.0], [inf, 17.0], [18.0, 18.5], [21.0, 16.0]])

@@ -20,7 +20,8 @@ from conftest import random_photo, write_image
 
 from pupsnr_dask import ingest, run
 from pupsnr_dask.cli import main
-from pupsnr_dask.ingest import TooManyPixelsError, decode_rgb, list_files, load_source
+from pupsnr_dask.ingest import list_files, load_source
+from pupsnr_dask.kernels.image import TooManyPixelsError, decode_rgb
 from pupsnr_dask.schema import StoreError
 from pupsnr_dask.verify import verify_store
 

@@ -16,8 +16,8 @@ from PIL import Image
 from pupsnr_dask import html_report, plots, query, report
 from pupsnr_dask.cli import main
 from pupsnr_dask.experiment import VARIANTS, summarize
+from pupsnr_dask.kernels.variants import pu_kernel
 from pupsnr_dask.store.zarr_io import open_store
-from pupsnr_dask.transforms import pu_kernel
 
 COFFEE = "skimage/coffee.png"
 

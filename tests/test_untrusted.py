@@ -31,13 +31,8 @@ from PIL import Image, ImageOps
 
 from pupsnr_dask import html_report, ingest, plots, query, run
 from pupsnr_dask.cli import main
-from pupsnr_dask.ingest import (
-    MAX_PIXELS,
-    TooManyPixelsError,
-    decode_rgb,
-    load_resized,
-    load_source,
-)
+from pupsnr_dask.ingest import load_source
+from pupsnr_dask.kernels.image import MAX_PIXELS, TooManyPixelsError, decode_rgb, load_resized
 from pupsnr_dask.store.fs import lock_path, redact_argv
 from pupsnr_dask.store.lock import UNREADABLE_HOLDER, StoreLock, StoreLockedError, describe
 from pupsnr_dask.store.zarr_io import open_store
@@ -318,7 +313,7 @@ def scan_bomb(repeats: int) -> bytes:
 
 
 def test_a_jpeg_of_too_many_scans_is_rejected_unread(tmp_path):
-    from pupsnr_dask.ingest import jpeg_scan_count
+    from pupsnr_dask.kernels.image import jpeg_scan_count
 
     normal = scan_bomb(0)
     assert jpeg_scan_count(normal) == 10  # libjpeg's progressive script
@@ -339,7 +334,7 @@ def test_a_jpeg_of_too_many_scans_is_rejected_unread(tmp_path):
 
 
 def test_a_decode_needing_more_memory_than_the_budget_is_rejected_undecoded(tmp_path):
-    from pupsnr_dask.ingest import decode_bytes
+    from pupsnr_dask.kernels.image import decode_bytes
 
     path = tmp_path / "big.png"
     Image.fromarray(photo(14, 600, 800)).save(path)  # 480,000 pixels, RGB
