@@ -6,6 +6,7 @@ and PSNR; ``run`` writes it to a Zarr store; ``summarize`` reduces it over image
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -22,24 +23,28 @@ from pupsnr_dask.kernels.metrics import DATA_RANGE, mse_kernel, psnr_from_mse, p
 from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel, pu_kernel, true_kernel
 from pupsnr_dask.store.fs import (
     check_output,
-    list_names,
     lock_path,
     parse_storage_options,
     partial_path,
-    read_json,
     relation,
     remove_store,
     store_exists,
     why_not_removable,
-    write_json,
 )
 from pupsnr_dask.store.integrity import damage_message
 from pupsnr_dask.store.journal import (
+    RunPlan,
     discard,
+    done_units,
     durable_moment,
+    forget,
+    mark_done,
+    other_parameters,
     partial_is_ours,
+    read_plan,
     remove_partial,
     start_partial,
+    write_plan,
 )
 from pupsnr_dask.store.lock import StoreLock, StoreLockedError, describe
 from pupsnr_dask.store.zarr_io import (
@@ -267,7 +272,7 @@ def run(
             raise
         except Exception as err:  # a damaged chunk fails deep inside zarr's codecs
             raise schema.StoreError(_failure_message(store, storage_options, err)) from err
-        _forget_plan(results, storage_options)
+        forget(results, storage_options, kind="psnr")
     return open_store(results, "psnr", storage_options=storage_options)
 
 
@@ -282,23 +287,17 @@ def _failure_message(store: str, so: dict[str, Any] | None, err: Exception) -> s
     )
 
 
-RUN_PLAN_VERSION = 1
-
-
-def _run_plan(cube: xr.Dataset) -> dict[str, Any]:
+def _run_plan(cube: xr.Dataset) -> RunPlan:
     """What identifies a run (or its results): images, variants, scales and method."""
-    import hashlib
-
     sources = "\n".join(str(s) for s in cube[schema.SOURCE].values)
-    return {
-        "version": RUN_PLAN_VERSION,
-        "images_store": cube.attrs.get("images_store"),
-        "n_images": cube.sizes[schema.IMAGE],
-        "sources_sha256": hashlib.sha256(sources.encode()).hexdigest(),
-        "variants": [str(v) for v in cube[schema.VARIANT].values],
-        "scales": [int(s) for s in cube[schema.SCALE].values],
-        "method": cube.attrs.get("method"),
-    }
+    return RunPlan(
+        images_store=cube.attrs.get("images_store"),
+        n_images=cube.sizes[schema.IMAGE],
+        sources_sha256=hashlib.sha256(sources.encode()).hexdigest(),
+        variants=tuple(str(v) for v in cube[schema.VARIANT].values),
+        scales=tuple(int(s) for s in cube[schema.SCALE].values),
+        method=cube.attrs.get("method"),
+    )
 
 
 def _prepare_results(
@@ -308,17 +307,13 @@ def _prepare_results(
     partial = partial_path(results)
     plan = _run_plan(cube)
     if store_exists(partial, so):
-        old = read_json(f"{partial}/plan.json", so)
+        old = RunPlan.from_json(read_plan(results, so))
         if old == plan:
             if not _results_ready(cube, results, so):
                 _create_results(cube, results, so)
             return True
-        if isinstance(old, dict) and old.get("version") == RUN_PLAN_VERSION:
-            changed = sorted(k for k in plan if old.get(k) != plan[k])
-            raise ValueError(
-                f"{partial!r} holds an interrupted run with other {', '.join(changed)}: rerun "
-                "it with those to finish it, or use --overwrite to discard it"
-            )
+        if old is not None:
+            raise other_parameters(results, "run", plan.changed(old))
         # No usable plan: leftovers of a run that never began. RESULTS is ours when our
         # journal (begun while RESULTS did not exist) is there, or when its attribute says so.
         ours = partial_is_ours(results, "psnr", so)
@@ -328,13 +323,13 @@ def _prepare_results(
         say(f"{results} is already complete for these images and parameters: nothing recomputed")
         return False
     start_partial(results, "psnr", so)  # discards an earlier journal of ours
-    write_json(f"{partial}/plan.json", plan, so)
+    write_plan(results, plan, so)
     _create_results(cube, results, so)
     return True
 
 
 def _check_complete(
-    cube: xr.Dataset, results: str, so: dict[str, Any] | None, plan: dict[str, Any]
+    cube: xr.Dataset, results: str, so: dict[str, Any] | None, plan: RunPlan
 ) -> None:
     try:
         done = open_store(results, "psnr", storage_options=so)
@@ -344,11 +339,10 @@ def _check_complete(
         raise FileExistsError(
             f"results {results!r} already exist but are not usable ({err}) ({hint})"
         ) from err
-    old = _run_plan(done)
-    changed = sorted(k for k in old if old[k] != plan[k])
+    changed = sorted(plan.changed(_run_plan(done)))
     if changed == ["images_store"]:  # moved or copied with its images store: the same link?
         found, _ = images_store_of(done.attrs, results, so)
-        given = plan["images_store"]
+        given = plan.images_store
         if found and given and relation(found, given, so) == "same":
             changed = []
     if changed:
@@ -393,16 +387,9 @@ def _write_cube(
     import dask
     import zarr
 
-    partial = partial_path(results)
     target = zarr.open_array(f"{results.rstrip('/')}/{schema.PSNR}", mode="r", storage_options=so)
     bounds = unit_bounds(0, cube.sizes[schema.IMAGE], write_unit(target))
-    marked = set(list_names(f"{partial}/done", so))
-    done = {
-        k
-        for k, (a, b) in enumerate(bounds)
-        if f"{k:08d}.json" in marked
-        and read_json(_marker(partial, k), so) == {"start": a, "stop": b}
-    }
+    done = done_units(results, {k: {"start": a, "stop": b} for k, (a, b) in enumerate(bounds)}, so)
     if done:
         say(f"resumed an interrupted run: {len(done)} of {len(bounds)} chunks were already written")
     # One array of both variables, so that each block's MSE is computed once for both.
@@ -424,10 +411,6 @@ def _pair(mse: np.ndarray, psnr: np.ndarray) -> np.ndarray:
     return np.stack([mse, psnr])
 
 
-def _marker(partial: str, unit: int) -> str:
-    return f"{partial}/done/{unit:08d}.json"
-
-
 def _write_unit(
     results: str,
     unit: int,
@@ -443,13 +426,8 @@ def _write_unit(
         url = f"{results.rstrip('/')}/{name}"
         array = zarr.open_array(url, mode="r+", storage_options=so)
         array.with_config({"write_empty_chunks": True})[start:stop] = block
-    marker = _marker(partial_path(results), unit)
-    write_json(marker, {"start": start, "stop": stop}, so)
+    mark_done(results, unit, {"start": start, "stop": stop}, so)
     durable_moment(f"run:unit:{unit}")
-
-
-def _forget_plan(results: str, so: dict[str, Any] | None) -> None:
-    remove_partial(results, so, kind="psnr")  # plan.json first, marker last
 
 
 def select_split(results: xr.Dataset, split: Split = "all") -> xr.Dataset:

@@ -75,10 +75,17 @@ from pupsnr_dask.store.fs import (
 from pupsnr_dask.store.journal import (
     EVENT,
     PARTIAL_ENTRIES,
+    IngestBase,
+    IngestParams,
+    IngestPlan,
     discard,
     durable_moment,
+    forget,
+    other_parameters,
+    read_plan,
     remove_partial,
     start_partial,
+    write_plan,
 )
 from pupsnr_dask.store.lock import StoreLock, describe
 from pupsnr_dask.store.zarr_io import create_store, open_store, unit_bounds, write_unit
@@ -96,9 +103,6 @@ DEFAULT_CHUNK_SIZE = schema.DEFAULT_CHUNK_SIZE
 #: benchmarks/RESULTS.md): level 1 keeps 95 % of the compression of zarr's default (level 3)
 #: and writes ~3x, reads ~1.3x faster.
 PIXELS_ZSTD_LEVEL = 1
-
-
-PLAN_VERSION = 1
 
 
 #: The reason recorded for a file whose task kills its worker, even when run alone.
@@ -463,12 +467,7 @@ def ingest(
     sources = list_files(src, storage_options, skipped=skipped)
     if not sources:
         raise ValueError(f"SRC {src!r} contains no files")
-    params = {
-        "src": canonical_src(src, storage_options),
-        "size": size,
-        "threshold": threshold,
-        "chunk_size": chunk_size,
-    }
+    params = IngestParams(canonical_src(src, storage_options), size, threshold, chunk_size)
     job = _Job(src, store, params, test_count, storage_options, progress)
     summary = IngestSummary(store, 0, 0)
     if skipped:
@@ -496,7 +495,7 @@ class _Job:
 
     src: str
     store: str
-    params: dict[str, Any]  # fixed for the life of a store: src, size, threshold, chunk_size
+    params: IngestParams  # fixed for the life of a store
     test_count: int
     storage_options: dict[str, Any] | None
     progress: bool | None
@@ -523,24 +522,20 @@ def _check_ingest_args(size: int, threshold: float, test_count: int, chunk_size:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
 
 
-def _interrupted_plan(job: _Job, summary: IngestSummary) -> dict[str, Any] | None:
+def _interrupted_plan(job: _Job, summary: IngestSummary) -> IngestPlan | None:
     """The plan of an interrupted ingest into the same store, if one can be resumed."""
     so = job.storage_options
     if not store_exists(job.partial, so):
         return None
-    plan = read_json(f"{job.partial}/plan.json", so)
-    if not (isinstance(plan, dict) and plan.get("version") == PLAN_VERSION) or not _staging_usable(
-        job, plan
-    ):
+    plan = IngestPlan.from_json(read_plan(job.store, so))
+    if plan is None or not _staging_usable(job, plan):
         remove_partial(job.store, so, kind="images")
         summary.notes.append(f"discarded unusable leftovers of an earlier ingest: {job.partial}")
         return None
-    changed = {k: v for k, v in plan["params"].items() if job.params.get(k) != v}
+    old, new = asdict(plan.params), asdict(job.params)
+    changed = {k: v for k, v in old.items() if new[k] != v}
     if changed:
-        raise ValueError(
-            f"{job.partial!r} holds an interrupted ingest with other parameters ({_kv(changed)}): "
-            "rerun it with those to finish it, or use --overwrite to discard it"
-        )
+        raise other_parameters(job.store, "ingest", changed)
     return plan
 
 
@@ -548,7 +543,7 @@ def _kv(values: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in values.items())
 
 
-def _staging_usable(job: _Job, plan: dict[str, Any]) -> bool:
+def _staging_usable(job: _Job, plan: IngestPlan) -> bool:
     import zarr
 
     try:
@@ -557,29 +552,28 @@ def _staging_usable(job: _Job, plan: dict[str, Any]) -> bool:
         )
     except Exception:  # missing or half-created
         return False
-    size, chunk = plan["params"]["size"], plan["params"]["chunk_size"]
-    return staging.shape == (len(plan["files"]), size, size, 3) and staging.chunks[0] == chunk
+    size, chunk = plan.params.size, plan.params.chunk_size
+    return staging.shape == (len(plan.files), size, size, 3) and staging.chunks[0] == chunk
 
 
-def _plan_new_files(job: _Job, sources: list[str], summary: IngestSummary) -> dict[str, Any] | None:
+def _plan_new_files(job: _Job, sources: list[str], summary: IngestSummary) -> IngestPlan | None:
     """Plan the ingest of the files of SRC that the store does not know yet (None: up to date)."""
-    base = _existing_store(job)
-    if base is None:
-        new = sources
-        base = {"images": 0, "files": 0, "rejected": 0}
+    found = _existing_store(job)
+    if found is None:
+        new, base = sources, IngestBase()
     else:
-        known = base.pop("known")
+        base, known = found
         new = [s for s in sources if escaped_name(s) not in known]
         if not new:
-            summary.n_total = base["images"]
+            summary.n_total = base.images
             return None
-    plan = {"version": PLAN_VERSION, "params": job.params, "files": new, "base": base}
+    plan = IngestPlan(job.params, tuple(new), base)
     _start(job, plan)
     return plan
 
 
-def _existing_store(job: _Job) -> dict[str, Any] | None:
-    """What a finished store at ``job.store`` holds, after checking its parameters."""
+def _existing_store(job: _Job) -> tuple[IngestBase, set[str]] | None:
+    """What a finished store at ``job.store`` holds (and the sources it knows), checked."""
     so = job.storage_options
     if not store_exists(job.store, so):
         return None
@@ -601,7 +595,7 @@ def _existing_store(job: _Job) -> dict[str, Any] | None:
         "chunk_size": attrs.get("chunk_size", ds[schema.IMAGES].encoding.get("chunks", [0])[0]),
         "test_count": attrs.get("test_count"),
     }
-    wanted = {**job.params, "test_count": job.test_count}
+    wanted = {**asdict(job.params), "test_count": job.test_count}
     changed = [k for k in wanted if recorded[k] != wanted[k]]
     if changed:
         raise ValueError(
@@ -611,15 +605,15 @@ def _existing_store(job: _Job) -> dict[str, Any] | None:
         )
     sources = [str(s) for s in ds[schema.SOURCE].values]
     rejected = attrs.get(schema.REJECTED_ATTR, [])
-    return {
-        "images": len(sources),
-        "files": int(attrs.get("n_files", len(sources) + len(rejected))),
-        "rejected": len(rejected),
-        "known": set(sources) | {r["source"] for r in rejected},
-    }
+    base = IngestBase(
+        images=len(sources),
+        files=int(attrs.get("n_files", len(sources) + len(rejected))),
+        rejected=len(rejected),
+    )
+    return base, set(sources) | {r["source"] for r in rejected}
 
 
-def _start(job: _Job, plan: dict[str, Any]) -> None:
+def _start(job: _Job, plan: IngestPlan) -> None:
     """Create ``STORE.partial``: the staging array, then the plan (its presence means usable)."""
     import zarr
 
@@ -627,21 +621,21 @@ def _start(job: _Job, plan: dict[str, Any]) -> None:
     start_partial(job.store, "images", so)  # discards an earlier journal of ours
     fs, path = url_to_fs(job.partial, so)
     fs.makedirs(f"{path}/records", exist_ok=True)
-    size, chunk = plan["params"]["size"], plan["params"]["chunk_size"]
+    size, chunk = plan.params.size, plan.params.chunk_size
     zarr.create_array(
         f"{job.partial}/pixels",
-        shape=(len(plan["files"]), size, size, 3),
+        shape=(len(plan.files), size, size, 3),
         chunks=(chunk, size, size, 3),
         dtype="uint8",
         fill_value=0,
         compressors=pixels_compressors(),
         storage_options=so,
     )
-    write_json(f"{job.partial}/plan.json", plan, so)
+    write_plan(job.store, plan, so)
     durable_moment("ingest:planned")
 
 
-def _execute(job: _Job, plan: dict[str, Any], summary: IngestSummary) -> None:
+def _execute(job: _Job, plan: IngestPlan, summary: IngestSummary) -> None:
     """Stage what is not staged yet, write the store, forget the plan."""
     so = job.storage_options
     if read_json(f"{job.partial}/final.json", so) is None:
@@ -653,19 +647,17 @@ def _execute(job: _Job, plan: dict[str, Any], summary: IngestSummary) -> None:
     else:  # only the clean-up was left
         found = _read_records(job, plan)
         records = [row for b in sorted(found) for row in found[b]["rows"]]
-    n_images = plan["base"]["images"] + sum(bool(r["accepted"]) for r in records)
-    summary.add(records, n_images, appended=plan["base"]["images"] > 0)
-    remove_partial(job.store, so, kind="images")  # plan.json first, marker last
+    n_images = plan.base.images + sum(bool(r["accepted"]) for r in records)
+    summary.add(records, n_images, appended=plan.base.images > 0)
+    forget(job.store, so, kind="images")  # plan.json first, marker last
 
 
-def _batches(plan: dict[str, Any]) -> list[list[str]]:
-    files, chunk = plan["files"], plan["params"]["chunk_size"]
-    return [files[b : b + chunk] for b in range(0, len(files), chunk)]
+def _batches(plan: IngestPlan) -> list[list[str]]:
+    files, chunk = plan.files, plan.params.chunk_size
+    return [list(files[b : b + chunk]) for b in range(0, len(files), chunk)]
 
 
-def _staged_records(
-    job: _Job, plan: dict[str, Any], summary: IngestSummary
-) -> list[dict[str, Any]]:
+def _staged_records(job: _Job, plan: IngestPlan, summary: IngestSummary) -> list[dict[str, Any]]:
     """Every file's record, staging the batches that have no intact record yet."""
     batches = _batches(plan)
     found = _read_records(job, plan)
@@ -689,7 +681,7 @@ def _staged_records(
     return [row for b in range(len(batches)) for row in rows[b]]
 
 
-def _read_records(job: _Job, plan: dict[str, Any]) -> dict[int, dict[str, Any]]:
+def _read_records(job: _Job, plan: IngestPlan) -> dict[int, dict[str, Any]]:
     """The records of finished batches that match the plan, by batch number."""
     batches = _batches(plan)
     out = {}
@@ -708,7 +700,7 @@ def _read_records(job: _Job, plan: dict[str, Any]) -> dict[int, dict[str, Any]]:
     return out
 
 
-def _stage(job: _Job, plan: dict[str, Any], pending: list[int]) -> dict[int, list[dict]]:
+def _stage(job: _Job, plan: IngestPlan, pending: list[int]) -> dict[int, list[dict]]:
     """Decode, test and resize the pending batches in parallel into the staging array.
 
     A batch whose workers died (out of memory, a crash: Dask gives it up) is loaded again one
@@ -717,7 +709,7 @@ def _stage(job: _Job, plan: dict[str, Any], pending: list[int]) -> dict[int, lis
     exactly as the batch task would have written them.
     """
     batches = _batches(plan)
-    token = tokenize(job.partial, plan["files"])
+    token = tokenize(job.partial, plan.files)
     task = dask.delayed(_ingest_batch, pure=True)
     tasks = [
         task(
@@ -725,8 +717,8 @@ def _stage(job: _Job, plan: dict[str, Any], pending: list[int]) -> dict[int, lis
             batches[b],
             b,
             job.partial,
-            plan["params"]["size"],
-            plan["params"]["threshold"],
+            plan.params.size,
+            plan.params.threshold,
             job.storage_options,
             dask_key_name=f"pupsnr-ingest-{token}-{b:08d}",
         )
@@ -741,11 +733,11 @@ def _stage(job: _Job, plan: dict[str, Any], pending: list[int]) -> dict[int, lis
 
 
 def _stage_file_by_file(
-    job: _Job, plan: dict[str, Any], killed: list[int], token: str
+    job: _Job, plan: IngestPlan, killed: list[int], token: str
 ) -> dict[int, list[dict]]:
     """The batches whose workers died, loaded one file per task, then written by the client."""
     batches = _batches(plan)
-    size, threshold = plan["params"]["size"], plan["params"]["threshold"]
+    size, threshold = plan.params.size, plan.params.threshold
     files = [(b, i) for b in killed for i in range(len(batches[b]))]
 
     def tasks(keys: list[tuple[int, int]], attempt: str) -> list[Any]:
@@ -782,7 +774,7 @@ def _stage_file_by_file(
     }
 
 
-def _finalize(job: _Job, plan: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
+def _finalize(job: _Job, plan: IngestPlan, records: list[dict[str, Any]]) -> list[str]:
     """Write the accepted images and their labels into the store, in file order.
 
     Returns warnings about the images of this plan whose resized pixels are identical.
@@ -790,7 +782,7 @@ def _finalize(job: _Job, plan: dict[str, Any], records: list[dict[str, Any]]) ->
     accepted = [i for i, r in enumerate(records) if r["accepted"]]
     kept = [records[i] for i in accepted]
     rejected = [r for r in records if not r["accepted"]]
-    n0 = plan["base"]["images"]
+    n0 = plan.base.images
     if n0 == 0:
         if not accepted:
             remove_partial(job.store, job.storage_options, kind="images")
@@ -849,7 +841,7 @@ def _create_store(
     """A new store: metadata, labels and attributes; the pixels are copied afterwards."""
     import dask.array as da
 
-    size, chunk = job.params["size"], job.params["chunk_size"]
+    size, chunk = job.params.size, job.params.chunk_size
     columns = _columns(kept, 0)
     split = assign_split(list(columns[schema.SOURCE]), job.test_count)
     placeholder = da.zeros((len(kept), size, size, 3), dtype=np.uint8, chunks=(chunk, -1, -1, -1))
@@ -866,7 +858,7 @@ def _create_store(
 
 def _extend_store(
     job: _Job,
-    plan: dict[str, Any],
+    plan: IngestPlan,
     kept: list[dict[str, Any]],
     rejected: list[dict[str, Any]],
     n_files: int,
@@ -874,8 +866,8 @@ def _extend_store(
     """Grow a finished store by the new images: sizes, labels, attributes (repeatable)."""
     import zarr
 
-    base = plan["base"]
-    n0, total = base["images"], base["images"] + len(kept)
+    base = plan.base
+    n0, total = base.images, base.images + len(kept)
     with quiet_zarr_warnings():
         group = zarr.open_group(
             job.store, mode="r+", storage_options=job.storage_options, use_consolidated=False
@@ -905,10 +897,10 @@ def _extend_store(
     group.attrs.update(
         {
             schema.REJECTED_ATTR: [
-                *old_rejected[: base["rejected"]],
+                *old_rejected[: base.rejected],
                 *_rejected_entries(rejected),
             ],
-            "n_files": base["files"] + n_files,
+            "n_files": base.files + n_files,
         }
     )
 
@@ -989,11 +981,11 @@ def _store_attrs(job: _Job, n_files: int, rejected: list[dict[str, Any]]) -> dic
     return {
         schema.KIND_ATTR: "images",
         schema.VERSION_ATTR: __version__,
-        "src": job.params["src"],
-        "size": job.params["size"],
-        "threshold": job.params["threshold"],
+        "src": job.params.src,
+        "size": job.params.size,
+        "threshold": job.params.threshold,
         "test_count": job.test_count,
-        "chunk_size": job.params["chunk_size"],
+        "chunk_size": job.params.chunk_size,
         "resample": "LANCZOS",
         "n_files": n_files,
         schema.REJECTED_ATTR: _rejected_entries(rejected),

@@ -9,6 +9,7 @@ on the ``pupsnr_dask.journal`` logger (:func:`durable_moment`).
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from pupsnr_dask.schema import KIND_ATTR, StoreKind
@@ -20,6 +21,7 @@ from pupsnr_dask.store.fs import (
     _Tree,
     _tree,
     _why_not_store,
+    list_names,
     partial_path,
     read_json,
     remove_store,
@@ -146,3 +148,157 @@ def discard(store: str, kind: StoreKind, storage_options: dict[str, Any] | None 
             raise NotOursError(_refusal(store, why))
     remove_partial(store, storage_options, kind=kind)
     remove_store(store, storage_options, kind=kind, ours=ptree is not None)
+
+
+# -- the plan of a resumable writer, and its done-unit markers --------------------------------
+#: Version of every plan written to ``STORE.partial/plan.json``; another version is not resumed.
+PLAN_VERSION = 1
+PLAN_FILE = "plan.json"
+DONE_FOLDER = "done"
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    """What an images store is fixed to for its life: where from, image size, threshold, chunks."""
+
+    src: str
+    size: int
+    threshold: float
+    chunk_size: int
+
+
+@dataclass(frozen=True)
+class IngestBase:
+    """What the store held before an ingest began: images, files seen, rejections."""
+
+    images: int = 0
+    files: int = 0
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
+class IngestPlan:
+    """The plan of one ingest: its parameters, the new files (in order) and the store before."""
+
+    params: IngestParams
+    files: tuple[str, ...]
+    base: IngestBase = IngestBase()
+    version: int = PLAN_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document of ``plan.json`` (the same keys as pupsnr 0.x wrote)."""
+        return {
+            "version": self.version,
+            "params": asdict(self.params),
+            "files": list(self.files),
+            "base": asdict(self.base),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any) -> IngestPlan | None:
+        """The plan in ``doc``; None when it is not an ingest plan of :data:`PLAN_VERSION`."""
+        try:
+            if doc["version"] != PLAN_VERSION:
+                return None
+            return cls(
+                IngestParams(**doc["params"]),
+                tuple(str(f) for f in doc["files"]),
+                IngestBase(**doc["base"]),
+            )
+        except (KeyError, TypeError):
+            return None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What identifies a run (or its results): images, variants, scales and method."""
+
+    images_store: str | None
+    n_images: int
+    sources_sha256: str
+    variants: tuple[str, ...]
+    scales: tuple[int, ...]
+    method: str | None
+    version: int = PLAN_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document of ``plan.json``."""
+        return {**asdict(self), "variants": list(self.variants), "scales": list(self.scales)}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> RunPlan | None:
+        """The plan in ``doc``; None when it is not a run plan of :data:`PLAN_VERSION`."""
+        try:
+            if doc["version"] != PLAN_VERSION:
+                return None
+            fields = {k: doc[k] for k in cls.__dataclass_fields__}
+        except (KeyError, TypeError):
+            return None
+        fields["variants"] = tuple(fields["variants"])
+        fields["scales"] = tuple(fields["scales"])
+        return cls(**fields)
+
+    def changed(self, other: RunPlan) -> dict[str, Any]:
+        """The fields (but the version) where ``other`` differs from this plan: other's values."""
+        return {
+            k: getattr(other, k)
+            for k in self.__dataclass_fields__
+            if k != "version" and getattr(self, k) != getattr(other, k)
+        }
+
+
+Plan = IngestPlan | RunPlan
+
+
+def plan_path(store: str) -> str:
+    """``STORE.partial/plan.json``."""
+    return f"{partial_path(store)}/{PLAN_FILE}"
+
+
+def read_plan(store: str, storage_options: dict[str, Any] | None = None) -> Any:
+    """The raw JSON of ``STORE.partial/plan.json`` (None when missing or not JSON)."""
+    return read_json(plan_path(store), storage_options)
+
+
+def write_plan(store: str, plan: Plan, storage_options: dict[str, Any] | None = None) -> None:
+    """Write the plan atomically: from now on the writer's leftovers are resumed."""
+    write_json(plan_path(store), plan.to_json(), storage_options)
+
+
+def other_parameters(store: str, what: str, changed: dict[str, Any]) -> ValueError:
+    """The one error for a journal left by an interrupted ``what`` with other parameters."""
+    values = ", ".join(f"{k}={v!r}" for k, v in changed.items())
+    return ValueError(
+        f"{partial_path(store)!r} holds an interrupted {what} with other parameters ({values}): "
+        "rerun it with those to finish it, or use --overwrite to discard it"
+    )
+
+
+def marker_path(store: str, unit: int) -> str:
+    """``STORE.partial/done/UNIT.json``: the marker of a finished unit of work."""
+    return f"{partial_path(store)}/{DONE_FOLDER}/{unit:08d}.json"
+
+
+def mark_done(
+    store: str, unit: int, doc: dict[str, Any], storage_options: dict[str, Any] | None = None
+) -> None:
+    """Record that ``unit`` is written (``doc`` says what it covers), after writing it."""
+    write_json(marker_path(store, unit), doc, storage_options)
+
+
+def done_units(
+    store: str, expected: dict[int, dict[str, Any]], storage_options: dict[str, Any] | None = None
+) -> set[int]:
+    """The units whose marker exists and records exactly ``expected[unit]``."""
+    marked = set(list_names(f"{partial_path(store)}/{DONE_FOLDER}", storage_options))
+    return {
+        unit
+        for unit, doc in expected.items()
+        if f"{unit:08d}.json" in marked
+        and read_json(marker_path(store, unit), storage_options) == doc
+    }
+
+
+def forget(store: str, storage_options: dict[str, Any] | None = None, *, kind: StoreKind) -> None:
+    """The writer finished: delete ``STORE.partial`` (plan first, marker last)."""
+    remove_partial(store, storage_options, kind=kind)
