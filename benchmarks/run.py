@@ -318,7 +318,7 @@ def run_benchmark(
     import xarray as xr
 
     from pupsnr_dask import experiment
-    from pupsnr_dask.ingest import ingest
+    from pupsnr_dask.ingest import ingest_folder as ingest
 
     reps = 1 if quick else 2
     rows: dict[str, Row] = {}

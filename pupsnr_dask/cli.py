@@ -30,7 +30,7 @@ from pupsnr_dask.cluster import (
     WorkerDiedError,
     connect,
 )
-from pupsnr_dask.ingest import DEFAULT_CHUNK_SIZE, DEFAULT_SIZE, DEFAULT_THRESHOLD, ingest
+from pupsnr_dask.ingest import DEFAULT_CHUNK_SIZE, DEFAULT_SIZE, DEFAULT_THRESHOLD, ingest_folder
 from pupsnr_dask.store.fs import StorageOptions, absolute, parse_storage_options, store_exists
 from pupsnr_dask.store.integrity import damage_named, unfinished
 from pupsnr_dask.store.zarr_io import open_store
@@ -247,7 +247,7 @@ def ingest_cmd(
     """Keep the colour images below SRC, resize them, store them in one Zarr array."""
     src, store = absolute(src), absolute(store)
     with _cluster(scheduler, n_workers, quiet):
-        summary = ingest(
+        summary = ingest_folder(
             src,
             store,
             size=size,
@@ -317,7 +317,7 @@ def run_cmd(
     images = open_store(store, "images", storage_options=storage_options)
     experiment.check_selection(variants, scales, images.sizes[schema.Y])
     with _cluster(scheduler, n_workers, quiet):
-        ds = experiment.run(
+        ds = experiment.run_experiment(
             store,
             results,
             variants=variants,
@@ -680,11 +680,11 @@ def demo_cmd(
         copies = samples.write_samples(src)
         click.echo(f"{len(copies)} sample images in {src}")
         with _cluster(scheduler, n_workers, quiet):
-            summary = ingest(
+            summary = ingest_folder(
                 str(src), str(store), overwrite=True, progress=False if quiet else None
             )
             click.echo("\n".join(summary.lines()))
-            ds = experiment.run(
+            ds = experiment.run_experiment(
                 str(store), str(results), overwrite=True, progress=False if quiet else None
             )
         click.echo("")

@@ -7,6 +7,7 @@ and PSNR; ``run`` writes it to a Zarr store; ``summarize`` reduces it over image
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -197,7 +198,7 @@ def _label_cube(
     return ds
 
 
-def run(
+def run_experiment(
     store: str,
     results: str,
     *,
@@ -469,3 +470,13 @@ def summarize(results: xr.Dataset, split: Split = "all") -> xr.Dataset:
     out["n_images"] = n
     out.attrs = {"split": split, "units": "dB"}
     return out.drop_vars([c for c in (schema.SOURCE, schema.SPLIT) if c in out.coords])
+
+
+def run(*args: Any, **kwargs: Any) -> xr.Dataset:
+    """Deprecated alias of :func:`run_experiment`, kept for one release."""
+    warnings.warn(
+        "pupsnr_dask.run / experiment.run is deprecated: use run_experiment",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return run_experiment(*args, **kwargs)

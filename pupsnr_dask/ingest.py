@@ -8,7 +8,7 @@ Steps (SPEC.md, "Data preparation"), each a small function:
    is constant); colour when below the threshold;
 4. :func:`resize_lanczos` — 256 x 256, Pillow LANCZOS, aspect ratio not kept.
 
-:func:`ingest` runs steps 2-4 in parallel, one task per batch of files, on the active Dask
+:func:`ingest_folder` runs steps 2-4 in parallel, one task per batch of files, on the active Dask
 scheduler. Each task writes its resized images straight into a staging array next to the
 store (``STORE.partial``) and returns only small records, so nothing large passes through the
 client; the accepted images are then gathered, in file order, into the final store.
@@ -404,7 +404,7 @@ def assign_split(sources: list[str], test_count: int) -> np.ndarray:
     return split
 
 
-def ingest(
+def ingest_folder(
     src: str,
     store: str,
     *,

@@ -44,7 +44,9 @@ from clusters import (
 )
 from conftest import random_photo, write_image
 
-from pupsnr_dask import ingest, run, schema
+from pupsnr_dask import ingest_folder as ingest
+from pupsnr_dask import run_experiment as run
+from pupsnr_dask import schema
 from pupsnr_dask.cli import main, user_error_message
 from pupsnr_dask.cluster import NoWorkerError, compute, connect
 from pupsnr_dask.ingest import KILLED_WORKER_REASON

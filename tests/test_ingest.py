@@ -11,7 +11,8 @@ import xarray as xr
 from conftest import random_photo, write_image
 from PIL import Image
 
-from pupsnr_dask import ingest, open_images
+from pupsnr_dask import ingest_folder as ingest
+from pupsnr_dask import open_images
 from pupsnr_dask.ingest import assign_split, list_files
 from pupsnr_dask.kernels.image import color_score, decode_rgb, load_resized
 

@@ -21,7 +21,9 @@ from PIL import Image
 from test_resume import killed_api
 from test_s3 import BUCKET, s3  # noqa: F401  (the moto server fixture)
 
-from pupsnr_dask import html_report, ingest, run
+from pupsnr_dask import html_report
+from pupsnr_dask import ingest_folder as ingest
+from pupsnr_dask import run_experiment as run
 from pupsnr_dask.advise import plan_advice
 from pupsnr_dask.cli import main
 from pupsnr_dask.ingest import list_files

@@ -33,7 +33,9 @@ from clusters import (
 )
 from conftest import random_photo, write_image
 
-from pupsnr_dask import build_psnr_cube, ingest, run, schema
+from pupsnr_dask import build_psnr_cube, schema
+from pupsnr_dask import ingest_folder as ingest
+from pupsnr_dask import run_experiment as run
 from pupsnr_dask.cli import main
 from pupsnr_dask.store.zarr_io import open_store
 

@@ -26,7 +26,8 @@ import pytest
 import xarray as xr
 from conftest import random_photo, write_image
 
-from pupsnr_dask import ingest, run
+from pupsnr_dask import ingest_folder as ingest
+from pupsnr_dask import run_experiment as run
 from pupsnr_dask.cli import main
 from pupsnr_dask.store.fs import lock_path, partial_path
 from pupsnr_dask.store.lock import StoreLock, StoreLockedError
@@ -36,9 +37,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata is current
 
 API = {  # the same work as `pupsnr ingest/run`, on the synchronous scheduler (no cluster)
     "ingest": "import dask, sys; dask.config.set(scheduler='sync'); from pupsnr_dask import "
-    f"ingest; ingest(sys.argv[1], sys.argv[2], size={SIZE}, chunk_size={CHUNK}, progress=False)",
-    "run": "import dask, sys; dask.config.set(scheduler='sync'); from pupsnr_dask import run; "
-    "run(sys.argv[1], sys.argv[2], scales=[1, 2, 8], progress=False)",
+    f"ingest_folder; ingest_folder(sys.argv[1], sys.argv[2], size={SIZE}, "
+    f"chunk_size={CHUNK}, progress=False)",
+    "run": "import dask, sys; dask.config.set(scheduler='sync'); from pupsnr_dask import "
+    "run_experiment; run_experiment(sys.argv[1], sys.argv[2], scales=[1, 2, 8], progress=False)",
 }
 
 

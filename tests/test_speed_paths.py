@@ -22,7 +22,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pupsnr_dask import build_psnr_cube, open_images, run
+from pupsnr_dask import build_psnr_cube, open_images
+from pupsnr_dask import run_experiment as run
 from pupsnr_dask.kernels.blocks import block_mean, upsample_nearest
 from pupsnr_dask.kernels.metrics import mse_kernel, pu_mse_kernel
 from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel, pu_kernel

@@ -29,7 +29,9 @@ from badfiles import png_bytes
 from conftest import random_photo, write_image
 from PIL import Image, ImageOps
 
-from pupsnr_dask import html_report, ingest, plots, query, run
+from pupsnr_dask import html_report, plots, query
+from pupsnr_dask import ingest_folder as ingest
+from pupsnr_dask import run_experiment as run
 from pupsnr_dask.cli import main
 from pupsnr_dask.ingest import load_source
 from pupsnr_dask.kernels.image import MAX_PIXELS, TooManyPixelsError, decode_rgb, load_resized

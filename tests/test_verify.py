@@ -16,7 +16,8 @@ import zarr
 from conftest import random_photo, write_image
 from stores import write_store
 
-from pupsnr_dask import ingest, run
+from pupsnr_dask import ingest_folder as ingest
+from pupsnr_dask import run_experiment as run
 from pupsnr_dask.cli import main
 from pupsnr_dask.store.fs import partial_path
 from pupsnr_dask.store.integrity import missing_chunks
