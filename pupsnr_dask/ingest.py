@@ -491,7 +491,7 @@ def ingest_folder(
 
 @dataclass(frozen=True)
 class _Job:
-    """One call of :func:`ingest`: from where, to where, with which parameters."""
+    """One call of :func:`ingest_folder`: from where, to where, with which parameters."""
 
     src: str
     store: str

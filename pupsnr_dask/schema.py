@@ -2,7 +2,7 @@
 
 Two kinds of store are written by pupsnr_dask, both Zarr groups that ``xr.open_zarr`` opens:
 
-``images`` store (written by :func:`pupsnr_dask.ingest.ingest`)::
+``images`` store (written by :func:`pupsnr_dask.ingest.ingest_folder`)::
 
     images   (image, y, x, channel)  uint8     img_true, chunked along ``image`` only
     image    (image,)                int64     stable index of each image
@@ -11,7 +11,7 @@ Two kinds of store are written by pupsnr_dask, both Zarr groups that ``xr.open_z
     split    (image,)                str       "train" or "test"
     original_width, original_height (image,)   int64
 
-``psnr`` store (written by :func:`pupsnr_dask.experiment.run`)::
+``psnr`` store (written by :func:`pupsnr_dask.experiment.run_experiment`)::
 
     psnr     (image, variant, scale) float64   dB, +inf for identical images
     mse      (image, variant, scale) float64   mean over H x W x C against img_true
