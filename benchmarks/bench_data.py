@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pupsnr_dask.ingest import DEFAULT_THRESHOLD, color_score, decode_rgb, resize_lanczos
+from pupsnr_dask.ingest import DEFAULT_THRESHOLD
+from pupsnr_dask.kernels.image import color_score, decode_rgb, resize_lanczos
 from pupsnr_dask.samples import sample_paths
 
 #: JPEG quality of the generated files (what photo data sets typically hold).

@@ -85,7 +85,7 @@ def measure_chunks(n: int, workdir: Path, chunks: list[int]) -> list[tuple]:
     from run import local_cluster
 
     from pupsnr_dask import experiment
-    from pupsnr_dask.ingest import ingest
+    from pupsnr_dask.ingest import ingest_folder as ingest
 
     src = workdir / "src"
     bench_data.write_images(src, n)

@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import corpus
 
-from pupsnr_dask.ingest import DEFAULT_THRESHOLD, color_score, decode_rgb, resize_lanczos
+from pupsnr_dask.ingest import DEFAULT_THRESHOLD
+from pupsnr_dask.kernels.image import color_score, decode_rgb, resize_lanczos
 
 
 def old_color_score(rgb: np.ndarray) -> float:

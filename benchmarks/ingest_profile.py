@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import corpus
 
-from pupsnr_dask.ingest import DEFAULT_THRESHOLD, color_score, decode_rgb, resize_lanczos
+from pupsnr_dask.ingest import DEFAULT_THRESHOLD
+from pupsnr_dask.kernels.image import color_score, decode_rgb, resize_lanczos
 
 
 def load() -> str:
@@ -189,7 +190,7 @@ def run_threads(folder: Path, workdir: Path) -> None:
     from distributed import Client, LocalCluster
 
     from pupsnr_dask.cluster import connect
-    from pupsnr_dask.ingest import ingest
+    from pupsnr_dask.ingest import ingest_folder as ingest
 
     for label in ("threads", "processes"):
         store = workdir / f"{label}.zarr"

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_data
 
 from pupsnr_dask.experiment import SCALES, cube_kernel
-from pupsnr_dask.metrics import pu_mse_kernel
-from pupsnr_dask.transforms import gray_kernel, mosaic_kernel
+from pupsnr_dask.kernels.metrics import pu_mse_kernel
+from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel
 
 
 def plain_gray(images: np.ndarray) -> np.ndarray:

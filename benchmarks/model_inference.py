@@ -36,8 +36,8 @@ import bench_data  # noqa: E402
 import onnx_models  # noqa: E402
 
 from pupsnr_dask import model  # noqa: E402
-from pupsnr_dask.metrics import psnr_kernel  # noqa: E402
-from pupsnr_dask.transforms import gray_kernel  # noqa: E402
+from pupsnr_dask.kernels.metrics import psnr_kernel  # noqa: E402
+from pupsnr_dask.kernels.variants import gray_kernel  # noqa: E402
 
 
 def warm_up(spec: model.ModelSpec, chunk: int) -> int:

@@ -48,7 +48,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_data
 
+from pupsnr_dask.cluster import compute
+from pupsnr_dask.store.zarr_io import create_store, open_store
+
 SCALES = (1, 2, 4, 8, 16, 32)
+
+
+def write_store(ds: Any, store: str, *, progress: bool | None = None) -> None:
+    """Write a whole lazy dataset as a pupsnr-style store (create_store, then one compute)."""
+    compute(create_store(ds, store), progress=progress)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -140,8 +148,8 @@ def naive_cube(images: Any, scales: tuple[int, ...] = SCALES) -> Any:
     """
     import dask.array as da
 
-    from pupsnr_dask.metrics import psnr_from_mse
-    from pupsnr_dask.transforms import gray_kernel, mosaic_kernel
+    from pupsnr_dask.kernels.metrics import psnr_from_mse
+    from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel
 
     x = images["images"].data
     truth = x.astype(np.float64)
@@ -197,7 +205,7 @@ def hand_loop(store: str, scales: tuple[int, ...] = SCALES) -> np.ndarray:
 
 
 def _floor_kernel(chunk: np.ndarray) -> np.ndarray:
-    from pupsnr_dask.transforms import gray_kernel, mosaic_kernel
+    from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel
 
     gray = gray_kernel(chunk)
     mosaic = mosaic_kernel(chunk)
@@ -247,9 +255,7 @@ def replicate_store(store: str, target: str, copies: int) -> None:
     import dask.array as da
     import xarray as xr
 
-    from pupsnr_dask import schema
-
-    src = schema.open_store(store, "images")
+    src = open_store(store, "images")
     x = src["images"].data
     parts = []
     for k in range(copies):
@@ -269,7 +275,7 @@ def replicate_store(store: str, target: str, copies: int) -> None:
     enc = src["images"].encoding
     ds["images"].encoding = {k: enc[k] for k in ("compressors", "filters") if k in enc}
     with dask.config.set(scheduler="threads"):
-        schema.write_store(ds, target, progress=False)
+        write_store(ds, target, progress=False)
 
 
 @contextlib.contextmanager
@@ -311,8 +317,8 @@ def run_benchmark(
     import dask
     import xarray as xr
 
-    from pupsnr_dask import experiment, schema
-    from pupsnr_dask.ingest import ingest
+    from pupsnr_dask import experiment
+    from pupsnr_dask.ingest import ingest_folder as ingest
 
     reps = 1 if quick else 2
     rows: dict[str, Row] = {}
@@ -338,17 +344,17 @@ def run_benchmark(
     def cube_only() -> Any:
         out = str(workdir / "cube.zarr")
         shutil.rmtree(out, ignore_errors=True)
-        cube = experiment.build_psnr_cube(schema.open_store(store, "images"))
-        return schema.write_store(cube, out, progress=False)
+        cube = experiment.build_psnr_cube(open_store(store, "images"))
+        return write_store(cube, out, progress=False)
 
     def floor_run() -> Any:
-        return floor_graph(schema.open_store(store, "images")).compute()
+        return floor_graph(open_store(store, "images")).compute()
 
     with local_cluster(workers, processes=not quick) as client:
         say(f"{workers}-worker cluster up")
         t, _ = best_of(1, lambda: ingest(str(src), store, progress=False))
         rows["5c"] = Row("5c", f"ingest: pupsnr ingest, {workers} workers, warm cluster", n, t)
-        images = schema.open_store(store, "images")
+        images = open_store(store, "images")
         n_img = images.sizes["image"]
         n_chunks = images["images"].data.numblocks[0]
         if kept != n_img:
@@ -382,7 +388,7 @@ def run_benchmark(
         # 2. literal graphs; the naive one on the first naive_n images (it is slow)
         m = min(naive_n, n_img)
         scales = (1, 2) if quick else SCALES
-        naive = naive_cube(schema.open_store(store, "images").isel(image=slice(0, m)), scales)
+        naive = naive_cube(open_store(store, "images").isel(image=slice(0, m)), scales)
         naive_tasks = len(dict(naive.__dask_graph__()))
         naive_chunks = naive.numblocks[0]
         t, _, got = count_tasks(client, naive.compute)

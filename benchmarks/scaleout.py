@@ -31,7 +31,8 @@ from typing import Any
 import dask
 from bench_data import write_images
 
-from pupsnr_dask import experiment, ingest
+from pupsnr_dask import experiment
+from pupsnr_dask import ingest_folder as ingest
 from pupsnr_dask.ingest import DEFAULT_CHUNK_SIZE
 
 
@@ -126,7 +127,7 @@ def throughput(files: list[Path], n: int, chunk: int, workdir: Path) -> list[dic
         store, results = workdir / f"tp-{workers}.zarr", workdir / f"tp-{workers}.psnr.zarr"
         with local_cluster(workers) as client:
             ingest(warm, str(workdir / f"warm-{workers}.zarr"), chunk_size=chunk, progress=False)
-            experiment.run(
+            experiment.run_experiment(
                 str(workdir / f"warm-{workers}.zarr"),
                 str(workdir / f"warm-{workers}.psnr.zarr"),
                 progress=False,
@@ -135,7 +136,10 @@ def throughput(files: list[Path], n: int, chunk: int, workdir: Path) -> list[dic
                 client, lambda s=store: ingest(src, str(s), chunk_size=chunk, progress=False)
             )
             run_s, run_cpu, run_busy = timed(
-                client, lambda s=store, r=results: experiment.run(str(s), str(r), progress=False)
+                client,
+                lambda s=store, r=results: experiment.run_experiment(
+                    str(s), str(r), progress=False
+                ),
             )
         rows.append(
             {
@@ -161,7 +165,7 @@ def graph_growth(files: list[Path], n: int, chunk: int, workdir: Path) -> list[d
         with dask.config.set(scheduler=rec_ingest):
             ingest(src, str(store), chunk_size=chunk, progress=False)
         with dask.config.set(scheduler=rec_run):
-            experiment.run(str(store), str(results), progress=False)
+            experiment.run_experiment(str(store), str(results), progress=False)
         n_chunks = -(-m * n // chunk)
         rows.append(
             {

@@ -7,7 +7,7 @@
    are never written: Zarr metadata, and the ``image`` index (xarray writes dimension
    coordinates), nothing else. Unwritten chunks read as the fill value.
 2. Opens it as ``pupsnr run`` does after its checks (``xr.open_zarr``, consolidated, then
-   ``schema.validate``; ``schema.open_store`` itself refuses a store whose chunks are missing,
+   ``schema.validate``; ``open_store`` itself refuses a store whose chunks are missing,
    so its key listing is timed apart, on the same store).
 3. Builds the run's graph as ``experiment._write_cube`` does (``build_psnr_cube``, the
    MSE/PSNR pair per write unit, one ``_write_unit`` task per unit) and materialises it as the
@@ -54,7 +54,11 @@ def make_store(path: Path, n: int) -> float:
     import xarray as xr
 
     from pupsnr_dask import __version__, schema
-    from pupsnr_dask.ingest import pixels_compressors
+    from pupsnr_dask.ingest import PIXELS_ZSTD_LEVEL
+    from pupsnr_dask.store.codecs import compressors
+
+    def pixels_compressors():
+        return compressors(PIXELS_ZSTD_LEVEL)
 
     t0 = time.perf_counter()
     shutil.rmtree(path, ignore_errors=True)
@@ -111,11 +115,12 @@ def run_graph(images, results: str, group: int) -> list:
     import dask.array as da
     from dask.base import tokenize
 
-    from pupsnr_dask import durable, experiment, schema
+    from pupsnr_dask import experiment, schema
+    from pupsnr_dask.store.zarr_io import unit_bounds
 
     cube = experiment.build_psnr_cube(images)
     n = cube.sizes[schema.IMAGE]
-    bounds = durable.unit_bounds(0, n, CHUNK * group)
+    bounds = unit_bounds(0, n, CHUNK * group)
     units = (tuple(b - a for a, b in bounds), -1, -1)
     mse, psnr = (cube[v].data.rechunk(units) for v in (schema.MSE, schema.PSNR))
     both = da.map_blocks(
@@ -174,11 +179,11 @@ def measure_client(path: Path, group: int) -> dict:
 
 
 def measure_listing(path: Path) -> float:
-    """Seconds of ``verify.list_keys`` (what ``open_store`` runs before opening)."""
-    from pupsnr_dask import verify
+    """Seconds of ``store.integrity.list_keys`` (what ``open_store`` runs before opening)."""
+    from pupsnr_dask.store import integrity
 
     t0 = time.perf_counter()
-    verify.list_keys(str(path), None)
+    integrity.list_keys(str(path), None)
     return time.perf_counter() - t0
 
 

@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_data
 
 from pupsnr_dask.experiment import SCALES
+from pupsnr_dask.kernels.metrics import pu_mse_kernel
 from pupsnr_dask.kernels.quality import pu_quality_kernel
 from pupsnr_dask.kernels.task_variants import blur_kernel, jpeg_kernel, noise_kernel, sr_kernel
-from pupsnr_dask.metrics import pu_mse_kernel
-from pupsnr_dask.transforms import gray_kernel, mosaic_kernel
+from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel
 
 
 def cpu_ms(fn, reps: int) -> float:

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING
+import warnings
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import xarray
 
-try:
-    __version__ = version("pupsnr-dask")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0+unknown"
-
+from pupsnr_dask._version import __version__
 from pupsnr_dask.advise import advise, advise_depths
 from pupsnr_dask.cluster import compute, connect
-from pupsnr_dask.experiment import SCALES, VARIANTS, build_psnr_cube, run
+from pupsnr_dask.experiment import SCALES, VARIANTS, build_psnr_cube, run_experiment
 from pupsnr_dask.grid import pu_grid
-from pupsnr_dask.ingest import color_score, ingest, load_resized
-from pupsnr_dask.metrics import mse_kernel, psnr_from_mse, psnr_kernel, pu_mse_kernel
+from pupsnr_dask.ingest import IngestSummary, ingest_folder
+from pupsnr_dask.kernels.image import color_score, load_resized
+from pupsnr_dask.kernels.metrics import mse_kernel, psnr_from_mse, psnr_kernel, pu_mse_kernel
+from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel, pu_kernel
 from pupsnr_dask.query import (
     by_split,
     extremes,
@@ -27,8 +25,29 @@ from pupsnr_dask.query import (
     summary_table,
     with_image_coords,
 )
-from pupsnr_dask.schema import StoreError, open_store
-from pupsnr_dask.transforms import gray, gray_kernel, mosaic, mosaic_kernel, pu, pu_kernel
+from pupsnr_dask.schema import StoreError
+from pupsnr_dask.store.zarr_io import open_store
+from pupsnr_dask.transforms import gray, mosaic, pu
+
+
+def ingest(*args: Any, **kwargs: Any) -> IngestSummary:
+    """Deprecated alias of :func:`ingest_folder`, kept for one release.
+
+    ``pupsnr_dask.ingest`` names this function, as it always did; the module is reached as
+    ``import pupsnr_dask.ingest`` / ``from pupsnr_dask.ingest import ...``.
+    """
+    warnings.warn(
+        "pupsnr_dask.ingest() is deprecated: use ingest_folder", DeprecationWarning, stacklevel=2
+    )
+    return ingest_folder(*args, **kwargs)
+
+
+def run(*args: Any, **kwargs: Any) -> xarray.Dataset:
+    """Deprecated alias of :func:`run_experiment`, kept for one release."""
+    warnings.warn(
+        "pupsnr_dask.run() is deprecated: use run_experiment", DeprecationWarning, stacklevel=2
+    )
+    return run_experiment(*args, **kwargs)
 
 
 def open_images(store: str, **storage_options: object) -> xarray.Dataset:
@@ -57,6 +76,7 @@ __all__ = [
     "gray",
     "gray_kernel",
     "ingest",
+    "ingest_folder",
     "load_resized",
     "mosaic",
     "mosaic_kernel",
@@ -71,6 +91,7 @@ __all__ = [
     "pu_kernel",
     "pu_mse_kernel",
     "run",
+    "run_experiment",
     "select_split",
     "summarize",
     "summary_table",

@@ -39,12 +39,14 @@ from pupsnr_dask.cluster import (
     connect,
 )
 from pupsnr_dask.grid import pu_grid
-from pupsnr_dask.ingest import DEFAULT_CHUNK_SIZE, DEFAULT_SIZE, DEFAULT_THRESHOLD, ingest
-from pupsnr_dask.locations import absolute
+from pupsnr_dask.ingest import DEFAULT_CHUNK_SIZE, DEFAULT_SIZE, DEFAULT_THRESHOLD, ingest_folder
 from pupsnr_dask.report import html, plots, tables
 from pupsnr_dask.report.advice import format_advice
 from pupsnr_dask.report.advice_plot import plot_advice
 from pupsnr_dask.report.summary import format_summary
+from pupsnr_dask.store.fs import StorageOptions, absolute, parse_storage_options, store_exists
+from pupsnr_dask.store.integrity import damage_named, unfinished
+from pupsnr_dask.store.zarr_io import open_store
 
 #: Errors of the environment, whoever raises them: a file, a store, a scheduler, a missing
 #: optional package. One line, exit status 2.
@@ -84,9 +86,9 @@ def _connect_option(ctx: click.Context, param: click.Parameter, value: Any) -> N
 
 def _storage_options(
     ctx: click.Context, param: click.Parameter, value: str | None
-) -> schema.StorageOptions | None:
+) -> StorageOptions | None:
     try:
-        return schema.parse_storage_options(value)
+        return parse_storage_options(value)
     except ValueError as err:  # one line, exit 2 (see main), and the value is not repeated
         raise ValueError(f"--storage-options: {err}") from None
 
@@ -250,7 +252,7 @@ def ingest_cmd(
     test_count: int,
     chunk_size: int,
     overwrite: bool,
-    storage_options: schema.StorageOptions | None,
+    storage_options: StorageOptions | None,
     scheduler: str | None,
     n_workers: int | None,
     quiet: bool,
@@ -258,7 +260,7 @@ def ingest_cmd(
     """Keep the colour images below SRC, resize them, store them in one Zarr array."""
     src, store = absolute(src), absolute(store)
     with _cluster(scheduler, n_workers, quiet):
-        summary = ingest(
+        summary = ingest_folder(
             src,
             store,
             size=size,
@@ -318,17 +320,17 @@ def run_cmd(
     scales: tuple[int, ...],
     method: experiment.Method,
     overwrite: bool,
-    storage_options: schema.StorageOptions | None,
+    storage_options: StorageOptions | None,
     scheduler: str | None,
     n_workers: int | None,
     quiet: bool,
 ) -> None:
     """Compute PSNR by image x variant x scale for an ingested STORE."""
     store, results = absolute(store), absolute(results)
-    images = schema.open_store(store, "images", storage_options=storage_options)
+    images = open_store(store, "images", storage_options=storage_options)
     experiment.check_selection(variants, scales, images.sizes[schema.Y])
     with _cluster(scheduler, n_workers, quiet):
-        ds = experiment.run(
+        ds = experiment.run_experiment(
             store,
             results,
             variants=variants,
@@ -397,7 +399,7 @@ def report_cmd(
     images: str | None,
     top: int,
     quiet: bool,
-    storage_options: schema.StorageOptions | None,
+    storage_options: StorageOptions | None,
 ) -> None:
     """Print mean PSNR by variant x scale (SPEC.md's table), with counts and spread."""
     if images is not None and html_file is None:
@@ -406,14 +408,14 @@ def report_cmd(
     for out in (plot_file, html_file):
         if out is not None and not Path(out).resolve().parent.is_dir():
             raise FileNotFoundError(f"folder of {out!r} does not exist")
-    ds = schema.open_store(results, "psnr", storage_options=storage_options)
+    ds = open_store(results, "psnr", storage_options=storage_options)
     click.echo(format_summary(query.summarize(ds, split), fmt))
     progress = False if quiet else None
     if plot_file is not None:
         plots.save_figure(plots.plot_psnr(ds, split, progress=progress), plot_file)
         click.echo(f"pupsnr: plot written to {plot_file}", err=True)
     if html_file is not None:
-        with verify.damage_named(images, results, storage_options=storage_options):
+        with damage_named(images, results, storage_options=storage_options):
             _, note = html.write_html(
                 results,
                 html_file,
@@ -464,7 +466,7 @@ def grid_cmd(
     variants: tuple[str, ...],
     scales: tuple[int, ...],
     dpi: int,
-    storage_options: schema.StorageOptions | None,
+    storage_options: StorageOptions | None,
 ) -> None:
     """Draw the PU grid of one image of an ingested STORE.
 
@@ -473,8 +475,8 @@ def grid_cmd(
     """
     plots.require_matplotlib()
     store = absolute(store)
-    ds = schema.open_store(store, "images", storage_options=storage_options)
-    with verify.damage_named(store, storage_options=storage_options):
+    ds = open_store(store, "images", storage_options=storage_options)
+    with damage_named(store, storage_options=storage_options):
         cells = pu_grid(ds, image, variants, scales)
     plots.save_figure(plots.grid_figure(cells), output, dpi=dpi)
     where = f"image {cells.attrs['image']} ({cells.attrs['source']})"
@@ -563,7 +565,7 @@ def advise_cmd(
     confidence: float,
     margin_db: float,
     batch_size: int,
-    storage_options: schema.StorageOptions | None,
+    storage_options: StorageOptions | None,
     scheduler: str | None,
     n_workers: int | None,
     quiet: bool,
@@ -577,7 +579,7 @@ def advise_cmd(
         plots.require_matplotlib()
     where: dict[str, Any] = {"variant": variant, "split": split, "storage_options": storage_options}
     # a damaged chunk of the images (or prediction) store, named
-    with verify.damage_named(images, results, predictions, storage_options=storage_options):
+    with damage_named(images, results, predictions, storage_options=storage_options):
         if output_psnr is not None:
             ds = advise_depths(results, output_psnr=output_psnr, margin_db=margin_db, **where)
         else:  # check and pair everything before starting a cluster
@@ -620,7 +622,7 @@ def verify_cmd(
     store: str,
     images: str | None,
     recompute: str,
-    storage_options: schema.StorageOptions | None,
+    storage_options: StorageOptions | None,
     scheduler: str | None,
     n_workers: int | None,
     quiet: bool,
@@ -635,9 +637,7 @@ def verify_cmd(
             f"must be a number or 'all', got {recompute!r}", param_hint="--recompute"
         )
     store, images = absolute(store), _absolute_or_none(images)
-    if not schema.store_exists(store, storage_options) and not verify.unfinished(
-        store, storage_options
-    ):
+    if not store_exists(store, storage_options) and not unfinished(store, storage_options):
         raise FileNotFoundError(f"no store at {store!r}")
     with _cluster(scheduler, n_workers, quiet):
         found = verify.verify_store(
@@ -673,11 +673,11 @@ def demo_cmd(
         copies = samples.write_samples(src)
         click.echo(f"{len(copies)} sample images in {src}")
         with _cluster(scheduler, n_workers, quiet):
-            summary = ingest(
+            summary = ingest_folder(
                 str(src), str(store), overwrite=True, progress=False if quiet else None
             )
             click.echo("\n".join(summary.lines()))
-            ds = experiment.run(
+            ds = experiment.run_experiment(
                 str(store), str(results), overwrite=True, progress=False if quiet else None
             )
         click.echo("")

@@ -25,11 +25,13 @@ import signal
 import sys
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError
 from typing import Any
 
 import dask
+
+from pupsnr_dask.store.fs import StorageOptions, url_to_fs
 
 SCHEDULER_ENV = "PUPSNR_SCHEDULER"
 #: Environment variables naming the TLS files, by parameter of :func:`connect`.
@@ -551,3 +553,51 @@ def _active_client() -> Any:
     if dask.config.get("scheduler", None) not in (None, "dask.distributed", "distributed"):
         return None
     return client
+
+
+# -- what the workers see --------------------------------------------------------------------
+def check_workers_see(
+    locations: Mapping[str, str], storage_options: Mapping[str, Any] | None = None
+) -> None:
+    """Raise when the workers of the active Dask client do not find these locations.
+
+    Nothing is checked without a distributed client (threads or the synchronous scheduler
+    share this process's view). Each value must exist for this process already; the keys name
+    them in the message (``"SRC"``, ``"the folder of STORE"``, ...).
+
+    Raises
+    ------
+    FileNotFoundError
+        One line naming the first location some worker cannot find.
+    """
+    client = _active_client()
+    if client is None or not locations:
+        return
+    options = dict(storage_options) if storage_options is not None else None
+    if options is not None:
+        options = StorageOptions(options)
+    seen = client.run(_missing, dict(locations), options)
+    for worker, missing in sorted(seen.items()):
+        if missing:
+            name = missing[0]
+            raise FileNotFoundError(
+                f"the Dask workers cannot read {name} {locations[name]!r} (worker {worker} "
+                "does not find it, this machine does): with an existing cluster, give "
+                "locations that the workers see too (absolute paths on a shared folder, or "
+                "object-store URLs)"
+            )
+
+
+def _missing(locations: dict[str, str], storage_options: dict[str, Any] | None) -> list[str]:
+    """On a worker: the names of the locations that do not exist here."""
+    out = []
+    for name, location in locations.items():
+        try:
+            fs, path = url_to_fs(location, storage_options)
+            fs.invalidate_cache(path)
+            found = fs.exists(path)
+        except Exception:  # any failure to look means the worker cannot read it
+            found = False
+        if not found:
+            out.append(name)
+    return out

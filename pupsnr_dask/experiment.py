@@ -6,6 +6,8 @@ and PSNR; ``run`` writes it to a Zarr store (its summaries are in :mod:`pupsnr_d
 
 from __future__ import annotations
 
+import hashlib
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -14,9 +16,46 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
-from pupsnr_dask import durable, locations, schema
-from pupsnr_dask.metrics import mse_kernel, psnr_from_mse, pu_mse_kernel
-from pupsnr_dask.transforms import check_scale, gray_kernel, mosaic_kernel, pu_kernel, true_kernel
+from pupsnr_dask import schema
+from pupsnr_dask._version import __version__
+from pupsnr_dask.cluster import check_workers_see, compute
+from pupsnr_dask.kernels.blocks import check_scale
+from pupsnr_dask.kernels.metrics import DATA_RANGE, mse_kernel, psnr_from_mse, pu_mse_kernel
+from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel, pu_kernel, true_kernel
+from pupsnr_dask.store.fs import (
+    check_output,
+    lock_path,
+    parse_storage_options,
+    partial_path,
+    relation,
+    remove_store,
+    store_exists,
+    why_not_removable,
+)
+from pupsnr_dask.store.integrity import damage_message
+from pupsnr_dask.store.journal import (
+    RunPlan,
+    discard,
+    done_units,
+    durable_moment,
+    forget,
+    mark_done,
+    other_parameters,
+    partial_is_ours,
+    read_plan,
+    remove_partial,
+    start_partial,
+    write_plan,
+)
+from pupsnr_dask.store.lock import StoreLock, StoreLockedError, describe
+from pupsnr_dask.store.zarr_io import (
+    create_store,
+    images_store_attrs,
+    images_store_of,
+    open_store,
+    unit_bounds,
+    write_unit,
+)
 
 Kernel = Callable[[np.ndarray], np.ndarray]
 
@@ -28,7 +67,8 @@ VARIANTS: dict[str, Kernel] = {
 }
 #: PU scales: 256 -> 256, 128, 64, 32, 16, 8 pixels (U-Net depth 0 ... 5).
 SCALES: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
-METHODS = ("moments", "literal")
+METHODS = schema.METHODS
+assert tuple(VARIANTS) == schema.VARIANT_NAMES, "schema.VARIANT_NAMES names the kernels of VARIANTS"
 Method = Literal["moments", "literal"]
 Split = Literal["train", "test", "all"]
 
@@ -129,8 +169,6 @@ def _label_cube(
     size: int,
     method: str,
 ) -> xr.Dataset:
-    from pupsnr_dask import __version__
-
     coords = {
         schema.IMAGE: images[schema.IMAGE].values,
         schema.VARIANT: np.array(variants, dtype=object),
@@ -151,7 +189,7 @@ def _label_cube(
         schema.VERSION_ATTR: __version__,
         "size": size,
         "method": method,
-        "data_range": schema.DATA_RANGE,
+        "data_range": DATA_RANGE,
         "mse_definition": "mean over H x W x C of (PU(variant, scale) - img_true)**2, float64",
         "psnr_definition": "10*log10(data_range**2 / mse) in dB; +inf for identical images",
         "pu_definition": "average-pool scale x scale blocks (float), nearest-neighbour upsample",
@@ -160,7 +198,7 @@ def _label_cube(
     return ds
 
 
-def run(
+def run_experiment(
     store: str,
     results: str,
     *,
@@ -202,9 +240,9 @@ def run(
     xr.Dataset
         The results store, reopened lazily.
     """
-    storage_options = schema.parse_storage_options(storage_options)  # credentials hidden in logs
-    for name, where in (("RESULTS", results), ("RESULTS.partial", durable.partial_path(results))):
-        locations.check_output(
+    storage_options = parse_storage_options(storage_options)  # credentials hidden in logs
+    for name, where in (("RESULTS", results), ("RESULTS.partial", partial_path(results))):
+        check_output(
             where,
             store,
             output_name=name,
@@ -212,38 +250,36 @@ def run(
             overwrite=overwrite,
             storage_options=storage_options,
         )
-    images = schema.open_store(store, "images", storage_options=storage_options)
+    images = open_store(store, "images", storage_options=storage_options)
     cube = build_psnr_cube(images, variants, scales, method=method)
     # Where img_true lives, for tools that need the pixels again (advise, HTML report, verify):
     # absolute, and relative to the results (a moved or copied pair keeps its link).
-    cube.attrs.update(locations.images_store_attrs(store, results))
+    cube.attrs.update(images_store_attrs(store, results))
     say = notify or (lambda line: None)
-    with durable.StoreLock(results, storage_options) as lock:
+    with StoreLock(results, storage_options) as lock:
         if lock.taken_over:
-            say(f"took over the lock of a process that died ({durable.describe(lock.taken_over)})")
-        locations.check_workers_see(
-            {"the images store": store, "the folder of RESULTS": durable.lock_path(results)},
+            say(f"took over the lock of a process that died ({describe(lock.taken_over)})")
+        check_workers_see(
+            {"the images store": store, "the folder of RESULTS": lock_path(results)},
             storage_options,
         )
         if overwrite:
-            schema.discard(results, "psnr", storage_options)
+            discard(results, "psnr", storage_options)
         if not _prepare_results(cube, results, storage_options, say):
-            return schema.open_store(results, "psnr", storage_options=storage_options)
+            return open_store(results, "psnr", storage_options=storage_options)
         try:
             _write_cube(cube, results, storage_options, progress, say)
-        except (ConnectionError, durable.StoreLockedError):
+        except (ConnectionError, StoreLockedError):
             raise
         except Exception as err:  # a damaged chunk fails deep inside zarr's codecs
             raise schema.StoreError(_failure_message(store, storage_options, err)) from err
-        _forget_plan(results, storage_options)
-    return schema.open_store(results, "psnr", storage_options=storage_options)
+        forget(results, storage_options, kind="psnr")
+    return open_store(results, "psnr", storage_options=storage_options)
 
 
 def _failure_message(store: str, so: dict[str, Any] | None, err: Exception) -> str:
     """One line for a failed computation: the damaged chunk of ``store`` when one is found."""
-    from pupsnr_dask import verify
-
-    found = verify.damage_message([store], so)
+    found = damage_message([store], so)
     if found:
         return f"computing the PSNR failed: {found}"
     return (
@@ -252,74 +288,63 @@ def _failure_message(store: str, so: dict[str, Any] | None, err: Exception) -> s
     )
 
 
-RUN_PLAN_VERSION = 1
-
-
-def _run_plan(cube: xr.Dataset) -> dict[str, Any]:
+def _run_plan(cube: xr.Dataset) -> RunPlan:
     """What identifies a run (or its results): images, variants, scales and method."""
-    import hashlib
-
     sources = "\n".join(str(s) for s in cube[schema.SOURCE].values)
-    return {
-        "version": RUN_PLAN_VERSION,
-        "images_store": cube.attrs.get("images_store"),
-        "n_images": cube.sizes[schema.IMAGE],
-        "sources_sha256": hashlib.sha256(sources.encode()).hexdigest(),
-        "variants": [str(v) for v in cube[schema.VARIANT].values],
-        "scales": [int(s) for s in cube[schema.SCALE].values],
-        "method": cube.attrs.get("method"),
-    }
+    return RunPlan(
+        images_store=cube.attrs.get("images_store"),
+        n_images=cube.sizes[schema.IMAGE],
+        sources_sha256=hashlib.sha256(sources.encode()).hexdigest(),
+        variants=tuple(str(v) for v in cube[schema.VARIANT].values),
+        scales=tuple(int(s) for s in cube[schema.SCALE].values),
+        method=cube.attrs.get("method"),
+    )
 
 
 def _prepare_results(
     cube: xr.Dataset, results: str, so: dict[str, Any] | None, say: Callable[[str], None]
 ) -> bool:
     """Make ``results`` ready for :func:`_write_cube`; False when it is complete already."""
-    partial = durable.partial_path(results)
+    partial = partial_path(results)
     plan = _run_plan(cube)
-    if schema.store_exists(partial, so):
-        old = durable.read_json(f"{partial}/plan.json", so)
+    if store_exists(partial, so):
+        old = RunPlan.from_json(read_plan(results, so))
         if old == plan:
             if not _results_ready(cube, results, so):
                 _create_results(cube, results, so)
             return True
-        if isinstance(old, dict) and old.get("version") == RUN_PLAN_VERSION:
-            changed = sorted(k for k in plan if old.get(k) != plan[k])
-            raise ValueError(
-                f"{partial!r} holds an interrupted run with other {', '.join(changed)}: rerun "
-                "it with those to finish it, or use --overwrite to discard it"
-            )
+        if old is not None:
+            raise other_parameters(results, "run", plan.changed(old))
         # No usable plan: leftovers of a run that never began. RESULTS is ours when our
         # journal (begun while RESULTS did not exist) is there, or when its attribute says so.
-        ours = schema.partial_is_ours(results, "psnr", so)
-        schema.remove_store(results, so, kind="psnr", ours=ours)
-    elif schema.store_exists(results, so):
+        ours = partial_is_ours(results, "psnr", so)
+        remove_store(results, so, kind="psnr", ours=ours)
+    elif store_exists(results, so):
         _check_complete(cube, results, so, plan)
         say(f"{results} is already complete for these images and parameters: nothing recomputed")
         return False
-    schema.start_partial(results, "psnr", so)  # discards an earlier journal of ours
-    durable.write_json(f"{partial}/plan.json", plan, so)
+    start_partial(results, "psnr", so)  # discards an earlier journal of ours
+    write_plan(results, plan, so)
     _create_results(cube, results, so)
     return True
 
 
 def _check_complete(
-    cube: xr.Dataset, results: str, so: dict[str, Any] | None, plan: dict[str, Any]
+    cube: xr.Dataset, results: str, so: dict[str, Any] | None, plan: RunPlan
 ) -> None:
     try:
-        done = schema.open_store(results, "psnr", storage_options=so)
+        done = open_store(results, "psnr", storage_options=so)
     except schema.StoreError as err:
-        why = schema.why_not_removable(results, "psnr", so)
+        why = why_not_removable(results, "psnr", so)
         hint = f"it {why}: move it away" if why else "use --overwrite"
         raise FileExistsError(
             f"results {results!r} already exist but are not usable ({err}) ({hint})"
         ) from err
-    old = _run_plan(done)
-    changed = sorted(k for k in old if old[k] != plan[k])
+    changed = sorted(plan.changed(_run_plan(done)))
     if changed == ["images_store"]:  # moved or copied with its images store: the same link?
-        found, _ = locations.find_images_store(done.attrs, results, so)
-        given = plan["images_store"]
-        if found and given and locations.relation(found, given, so) == "same":
+        found, _ = images_store_of(done.attrs, results, so)
+        given = plan.images_store
+        if found and given and relation(found, given, so) == "same":
             changed = []
     if changed:
         raise FileExistsError(
@@ -346,10 +371,10 @@ def _create_results(cube: xr.Dataset, results: str, so: dict[str, Any] | None) -
     Called with the run's plan in ``RESULTS.partial``: anything at RESULTS was created by this
     run (the plan was written while RESULTS did not exist), so it may be replaced.
     """
-    schema.remove_partial(results, so, kind="psnr", entry="done")
-    schema.remove_store(results, so, kind="psnr", ours=True)
-    schema.create_store(cube, results, storage_options=so)
-    durable.kill_point("run:created")
+    remove_partial(results, so, kind="psnr", entry="done")
+    remove_store(results, so, kind="psnr", ours=True)
+    create_store(cube, results, storage_options=so)
+    durable_moment("run:created")
 
 
 def _write_cube(
@@ -363,18 +388,9 @@ def _write_cube(
     import dask
     import zarr
 
-    from pupsnr_dask.cluster import compute
-
-    partial = durable.partial_path(results)
     target = zarr.open_array(f"{results.rstrip('/')}/{schema.PSNR}", mode="r", storage_options=so)
-    bounds = durable.unit_bounds(0, cube.sizes[schema.IMAGE], durable.write_unit(target))
-    marked = set(durable.list_names(f"{partial}/done", so))
-    done = {
-        k
-        for k, (a, b) in enumerate(bounds)
-        if f"{k:08d}.json" in marked
-        and durable.read_json(_marker(partial, k), so) == {"start": a, "stop": b}
-    }
+    bounds = unit_bounds(0, cube.sizes[schema.IMAGE], write_unit(target))
+    done = done_units(results, {k: {"start": a, "stop": b} for k, (a, b) in enumerate(bounds)}, so)
     if done:
         say(f"resumed an interrupted run: {len(done)} of {len(bounds)} chunks were already written")
     # One array of both variables, so that each block's MSE is computed once for both.
@@ -396,10 +412,6 @@ def _pair(mse: np.ndarray, psnr: np.ndarray) -> np.ndarray:
     return np.stack([mse, psnr])
 
 
-def _marker(partial: str, unit: int) -> str:
-    return f"{partial}/done/{unit:08d}.json"
-
-
 def _write_unit(
     results: str,
     unit: int,
@@ -415,10 +427,15 @@ def _write_unit(
         url = f"{results.rstrip('/')}/{name}"
         array = zarr.open_array(url, mode="r+", storage_options=so)
         array.with_config({"write_empty_chunks": True})[start:stop] = block
-    marker = _marker(durable.partial_path(results), unit)
-    durable.write_json(marker, {"start": start, "stop": stop}, so)
-    durable.kill_point(f"run:unit:{unit}")
+    mark_done(results, unit, {"start": start, "stop": stop}, so)
+    durable_moment(f"run:unit:{unit}")
 
 
-def _forget_plan(results: str, so: dict[str, Any] | None) -> None:
-    schema.remove_partial(results, so, kind="psnr")  # plan.json first, marker last
+def run(*args: Any, **kwargs: Any) -> xr.Dataset:
+    """Deprecated alias of :func:`run_experiment`, kept for one release."""
+    warnings.warn(
+        "pupsnr_dask.run / experiment.run is deprecated: use run_experiment",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return run_experiment(*args, **kwargs)

@@ -22,9 +22,10 @@ import xarray as xr
 from pupsnr_dask import schema
 from pupsnr_dask.cluster import compute
 from pupsnr_dask.experiment import SCALES, VARIANTS, check_selection
-from pupsnr_dask.metrics import psnr_kernel
+from pupsnr_dask.kernels.metrics import psnr_kernel
+from pupsnr_dask.kernels.variants import pu_kernel
 from pupsnr_dask.query import strings
-from pupsnr_dask.transforms import pu_kernel
+from pupsnr_dask.store.zarr_io import open_store
 
 
 def find_image(ds: xr.Dataset, image: int | str) -> int:
@@ -105,7 +106,7 @@ def pu_grid(
         variant x scale; attrs ``image``, ``source``, ``split``.
     """
     if isinstance(images, str):
-        images = schema.open_store(images, "images")
+        images = open_store(images, "images")
     schema.validate(images, "images", name="images")
     pos = find_image(images, image)
     one = images.isel({schema.IMAGE: pos})

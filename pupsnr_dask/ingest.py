@@ -8,12 +8,12 @@ Steps (SPEC.md, "Data preparation"), each a small function:
    is constant); colour when below the threshold;
 4. :func:`resize_lanczos` — 256 x 256, Pillow LANCZOS, aspect ratio not kept.
 
-:func:`ingest` runs steps 2-4 in parallel, one task per batch of files, on the active Dask
+:func:`ingest_folder` runs steps 2-4 in parallel, one task per batch of files, on the active Dask
 scheduler. Each task writes its resized images straight into a staging array next to the
 store (``STORE.partial``) and returns only small records, so nothing large passes through the
 client; the accepted images are then gathered, in file order, into the final store.
 
-Ingest is resumable and incremental (:mod:`pupsnr_dask.durable`): a plan (the file list and
+Ingest is resumable and incremental (:mod:`pupsnr_dask.store.journal`): a plan (the file list and
 the parameters) and one record per finished batch are kept in ``STORE.partial``, so a run that
 was killed resumes where it stopped; a finished store is extended with the files that are new
 in SRC, appended after the existing images, whose indices never change. ``STORE.lock`` keeps a
@@ -30,90 +30,92 @@ than :func:`decode_budget` allows (:func:`decode_bytes`).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
+import logging
 import math
-import os
 import posixpath
-import signal
-import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import IO, Any
+from typing import Any
 
 import dask
 import numpy as np
 import xarray as xr
 from dask.base import tokenize
-from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pupsnr_dask import durable, locations, schema
-from pupsnr_dask.cluster import WORKER_DIED, compute, compute_each
+from pupsnr_dask import schema
+from pupsnr_dask._version import __version__
+from pupsnr_dask.cluster import WORKER_DIED, check_workers_see, compute, compute_each
+from pupsnr_dask.experiment import SCALES
+from pupsnr_dask.kernels.image import (
+    IMAGE_EXTENSIONS,
+    Record,
+    _os_reason,
+    escaped_name,
+    image_extension,
+    load_resized,
+    name_failure,
+    read_failure,
+)
+from pupsnr_dask.store.codecs import compressors, quiet_zarr_warnings
+from pupsnr_dask.store.fs import (
+    PARTIAL_SUFFIX,
+    check_output,
+    list_names,
+    lock_path,
+    parse_storage_options,
+    partial_path,
+    read_json,
+    remove_store,
+    store_exists,
+    url_to_fs,
+    why_not_removable,
+    write_json,
+)
+from pupsnr_dask.store.journal import (
+    EVENT,
+    PARTIAL_ENTRIES,
+    IngestBase,
+    IngestParams,
+    IngestPlan,
+    discard,
+    durable_moment,
+    forget,
+    other_parameters,
+    read_plan,
+    remove_partial,
+    start_partial,
+    write_plan,
+)
+from pupsnr_dask.store.lock import StoreLock, describe
+from pupsnr_dask.store.zarr_io import create_store, open_store, unit_bounds, write_unit
 
-#: The Pillow formats each image extension allows: a file is opened with these only
-#: (``Image.open(formats=...)``), so Pillow never hands it to another decoder (PostScript to
-#: Ghostscript, say). The JPEG decoder also opens multi-picture JPEGs (reported as MPO), the
-#: PNG decoder animated PNGs; DIB is a BMP without its file header.
-EXTENSION_FORMATS: dict[str, tuple[str, ...]] = {
-    ".jpg": ("JPEG",),
-    ".jpeg": ("JPEG",),
-    ".png": ("PNG",),
-    ".webp": ("WEBP",),
-    ".bmp": ("BMP", "DIB"),
-    ".tif": ("TIFF",),
-    ".tiff": ("TIFF",),
-    ".gif": ("GIF",),
-}
-IMAGE_EXTENSIONS = frozenset(EXTENSION_FORMATS)
-#: Every format some extension allows: for a file whose name says nothing.
-ALLOWED_FORMATS = tuple(dict.fromkeys(f for fs in EXTENSION_FORMATS.values() for f in fs))
 DEFAULT_SIZE = 256
+
+
 DEFAULT_THRESHOLD = 0.995
+
+
 DEFAULT_CHUNK_SIZE = schema.DEFAULT_CHUNK_SIZE
+
+
 #: zstd level of the stored pixels (staging and final). Measured on photos (see
 #: benchmarks/RESULTS.md): level 1 keeps 95 % of the compression of zarr's default (level 3)
 #: and writes ~3x, reads ~1.3x faster.
 PIXELS_ZSTD_LEVEL = 1
-PARTIAL_SUFFIX = durable.PARTIAL_SUFFIX
-#: Images declaring more pixels than this are rejected unread: Pillow's own bomb limit.
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
-#: JPEGs with more scans than this are rejected undecoded: each scan of a progressive JPEG is
-#: a pass over the whole image, so repeated scans make a small file take minutes (500 is the
-#: limit libjpeg-turbo suggests for its tools and uses in its fuzzers).
-MAX_JPEG_SCANS = 500
-#: Memory one decode may need at most (see :func:`decode_bytes`): a module constant, lowered
-#: to :data:`DECODE_MEMORY_FRACTION` of a Dask worker's memory limit per thread when that is
-#: smaller (:func:`decode_budget`).
-MAX_DECODE_BYTES = 1 << 30
-DECODE_MEMORY_FRACTION = 0.5
-#: Bytes a pixel that a decoder needs on top of the image (libwebp's output buffer and its
-#: copy, measured: 20.9 bytes a pixel in all for lossless RGB WebP, 11.4 for PNG and JPEG).
-_DECODER_BYTES_PER_PIXEL = {"WEBP": 10}
-#: Bytes a pixel of the RGB image (Pillow keeps RGB in 4 bytes) and of its NumPy copy.
-_RGB_BYTES_PER_PIXEL = 4 + 3
-PLAN_VERSION = 1
+
+
 #: The reason recorded for a file whose task kills its worker, even when run alone.
 KILLED_WORKER_REASON = "killed its worker: out of memory, or a crash while decoding?"
-#: Test hook: a worker loading the file of this relative path SIGKILLs itself first.
-KILL_WORKER_ENV = "PUPSNR_KILL_WORKER_ON"
+
+
+#: Logs the start of each file's loading (the ``ingest:load`` event, ``source`` in ``extra``).
+LOGGER = logging.getLogger("pupsnr_dask.ingest")
 
 
 def pixels_compressors() -> tuple[Any, ...]:
     """The Zarr codecs of the pixel arrays: zstd at :data:`PIXELS_ZSTD_LEVEL`, a checksum."""
-    return schema.compressors(PIXELS_ZSTD_LEVEL)
-
-
-@dataclass(frozen=True)
-class Record:
-    """What ingest learned about one source file."""
-
-    source: str
-    accepted: bool
-    reason: str = ""
-    color_score: float = math.nan
-    width: int = 0
-    height: int = 0
+    return compressors(PIXELS_ZSTD_LEVEL)
 
 
 @dataclass
@@ -188,9 +190,7 @@ def list_files(
     NotADirectoryError
         When ``src`` is not a folder.
     """
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(src, **(storage_options or {}))
+    fs, root = url_to_fs(src, storage_options)
     if not fs.exists(root):
         raise FileNotFoundError(f"SRC {src!r} does not exist")
     if not fs.isdir(root):
@@ -233,13 +233,13 @@ def _is_store_listing(folder: str, listing: list[dict[str, Any]]) -> bool:
     names = {posixpath.basename(info["name"].rstrip("/")) for info in listing}
     if names & _STORE_MARKERS:
         return True
-    return folder.endswith(PARTIAL_SUFFIX) and bool(names) and names <= schema.PARTIAL_ENTRIES
+    return folder.endswith(PARTIAL_SUFFIX) and bool(names) and names <= PARTIAL_ENTRIES
 
 
 def _without_locks_of(entries: list[str], stores: list[str]) -> list[str]:
     """``entries`` less the lock files ``X.lock`` of skipped stores (``X`` or ``X.partial``)."""
     owners = {s[: -len(PARTIAL_SUFFIX)] if s.endswith(PARTIAL_SUFFIX) else s for s in stores}
-    locks = {durable.lock_path(owner) for owner in owners}
+    locks = {lock_path(owner) for owner in owners}
     return [e for e in entries if e not in locks]
 
 
@@ -250,452 +250,13 @@ def skipped_note(skipped: list[str]) -> str:
     return f"skipped {n} Zarr store{'s' if n != 1 else ''} inside SRC: {shown}"
 
 
-def escaped_name(source: str) -> str:
-    r"""``source`` as valid UTF-8 text, storable in Zarr and JSON: what ingest records for it.
-
-    A file name that is not valid UTF-8 comes out of a listing (:func:`os.fsdecode`) with lone
-    surrogates in place of its undecodable bytes; each such byte is written ``\xNN`` instead.
-    Valid names are returned unchanged.
-
-    Examples
-    --------
-    >>> import os
-    >>> print(escaped_name(os.fsdecode(b"bad\xff\xfe.png")))
-    bad\xff\xfe.png
-    >>> escaped_name("café.png")
-    'café.png'
-    """
-    if not _has_surrogates(source):
-        return source
-    return source.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def name_failure(source: str) -> str | None:
-    """The reason to reject a listed name that is not valid UTF-8, or None for a valid one."""
-    if not _has_surrogates(source):
-        return None
-    return f"file name is not valid UTF-8: stored escaped as '{escaped_name(source)}'"
-
-
-def _has_surrogates(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
 def canonical_src(src: str, storage_options: dict[str, Any] | None = None) -> str:
     """SRC as recorded in a store: an absolute path, or a URL with its protocol."""
-    import fsspec
     from fsspec.implementations.local import LocalFileSystem
 
-    fs, root = fsspec.core.url_to_fs(src, **(storage_options or {}))
+    fs, root = url_to_fs(src, storage_options)
     root = root.rstrip("/") or "/"
     return root if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(root)
-
-
-class TooManyPixelsError(ValueError):
-    """An image declares more pixels than the limit (a decompression bomb, perhaps)."""
-
-
-class DecodeRefusedError(ValueError):
-    """An image that is not decoded, for the reason its message gives (recorded as it is)."""
-
-
-def image_extension(name: str) -> str:
-    """The extension of a file name, lower case: from its last dot, unless that starts the name.
-
-    Unlike ``posixpath.splitext``, dots that begin a name count only up to the last one:
-    ``..png`` is a PNG (``splitext`` gives it no extension), ``.png`` a hidden file without one.
-
-    Examples
-    --------
-    >>> image_extension("a/b.JPG"), image_extension("..png"), image_extension(".png")
-    ('.jpg', '.png', '')
-    """
-    base = posixpath.basename(name)
-    dot = base.rfind(".")
-    return base[dot:].lower() if dot > 0 else ""
-
-
-def formats_for(name: str | None) -> tuple[str, ...]:
-    """The Pillow formats a file of this name may be opened as (:data:`EXTENSION_FORMATS`)."""
-    return EXTENSION_FORMATS.get(image_extension(name or ""), ALLOWED_FORMATS)
-
-
-def decode_rgb(
-    fp: str | IO[bytes],
-    max_pixels: int = MAX_PIXELS,
-    *,
-    name: str | None = None,
-    max_bytes: int = MAX_DECODE_BYTES,
-    max_scans: int = MAX_JPEG_SCANS,
-) -> Image.Image:
-    """Decode the first frame of an image file, apply its EXIF orientation, convert to RGB.
-
-    Palette, RGBA (alpha dropped), CMYK, 16-bit and other modes become RGB exactly as Pillow's
-    ``convert("RGB")`` makes them. Only the formats that the extension of ``name`` allows
-    (:func:`formats_for`) are tried, and every limit is checked before any pixel is decoded.
-
-    Parameters
-    ----------
-    fp : str or binary file
-        The file, seekable.
-    max_pixels : int
-        Most pixels the first frame may declare.
-    name : str, optional
-        The file's name, for its extension; by default ``fp`` when it is a path. Without one,
-        every format of :data:`ALLOWED_FORMATS` is tried.
-    max_bytes : int
-        Most memory the decode may need (:func:`decode_bytes`).
-    max_scans : int
-        Most scans a JPEG may have (:func:`jpeg_scan_count`).
-
-    Raises
-    ------
-    TooManyPixelsError
-        When the header declares more than ``max_pixels`` pixels; nothing is decoded.
-    DecodeRefusedError
-        When the file is not of a format its extension allows, when it is a JPEG of more than
-        ``max_scans`` scans or would need more than ``max_bytes`` to decode; nothing decoded.
-    """
-    if name is None and isinstance(fp, str):
-        name = fp
-    formats = formats_for(name)
-    with contextlib.ExitStack() as stack:
-        if isinstance(fp, str):
-            fp = stack.enter_context(open(fp, "rb"))
-        fp = _check_jpeg_scans(fp, formats, max_scans)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # bomb, palette and EXIF notices: decided below
-            img = stack.enter_context(_open_as(fp, formats, name))
-            if img.width * img.height > max_pixels:
-                raise TooManyPixelsError(
-                    f"{img.width} x {img.height} pixels is more than max_pixels={max_pixels}"
-                )
-            img.seek(0)  # the frame whose size was checked (already the current one)
-            _check_memory(decode_bytes(img), max_bytes)
-            img.load()
-            if _orientation(img) in _TURNING_ORIENTATIONS:  # exif_transpose makes a copy
-                _check_memory(decode_bytes(img, turned=True), max_bytes)
-            upright = ImageOps.exif_transpose(img)
-            return upright.convert("RGB")
-    raise AssertionError("unreachable")  # for type checkers: the with block returns
-
-
-_TURNING_ORIENTATIONS = range(2, 9)
-
-
-def _orientation(img: Image.Image) -> int:
-    try:
-        return int(img.getexif().get(0x0112, 1))
-    except Exception:  # unreadable EXIF: exif_transpose then leaves the image as it is
-        return 1
-
-
-def _open_as(fp: IO[bytes], formats: tuple[str, ...], name: str | None) -> Image.Image:
-    """``Image.open`` trying only ``formats``; a mismatch is a :class:`DecodeRefusedError`."""
-    try:
-        return Image.open(fp, formats=list(formats))
-    except UnidentifiedImageError:
-        if formats == ALLOWED_FORMATS:
-            raise
-    ext = image_extension(name or "")
-    reason = f"cannot decode: not {_a(formats[0])} file (the extension says {ext})"
-    fp.seek(0)
-    try:  # which allowed format it is, if any: those plugins only parse the header
-        with Image.open(fp, formats=list(ALLOWED_FORMATS)) as other:
-            reason = reason[:-1] + f"; it is {_a(str(other.format))} file)"
-    except Exception:  # anything else: not named
-        pass
-    raise DecodeRefusedError(reason)
-
-
-def _a(format_name: str) -> str:
-    return f"an {format_name}" if format_name[:1] in "AEIOU" else f"a {format_name}"
-
-
-def _check_memory(need: int, limit: int) -> None:
-    if need > limit:  # MB rounded up for the need, down for the limit
-        raise DecodeRefusedError(
-            f"cannot decode: would need {math.ceil(need / 1e6)} MB to decode, more than the "
-            f"{math.floor(limit / 1e6)} MB limit"
-        )
-
-
-def decode_bytes(img: Image.Image, *, turned: bool = False) -> int:
-    """Memory that decoding the current frame of ``img`` and converting it to RGB will need.
-
-    Known before any pixel is decoded, from the frame's size, mode and format: the decoded
-    frame (Pillow keeps 1 byte a pixel for 8-bit modes with one band, 2 for 16-bit, 4 for
-    32-bit and for every mode with several bands, whatever their bit depth), the decoder's own
-    buffers (WebP), the RGB image (4 bytes a pixel) and its NumPy copy (3); ``turned``: plus
-    the copy that an EXIF orientation makes. Measured peaks are within 1.5 bytes a pixel.
-
-    Examples
-    --------
-    >>> decode_bytes(Image.new("RGB", (1000, 1000)))
-    11000000
-    >>> decode_bytes(Image.new("I;16", (1000, 1000)), turned=True)
-    11000000
-    """
-    native = _bytes_per_pixel(img.mode)
-    per_pixel = native * (2 if turned else 1) + _RGB_BYTES_PER_PIXEL
-    per_pixel += _DECODER_BYTES_PER_PIXEL.get(str(img.format), 0)
-    return img.width * img.height * per_pixel
-
-
-def _bytes_per_pixel(mode: str) -> int:
-    from PIL import ImageMode
-
-    try:
-        info = ImageMode.getmode(mode)
-    except KeyError:
-        return 4
-    if len(info.bands) > 1:
-        return 4
-    return max(1, np.dtype(info.typestr).itemsize)
-
-
-def decode_budget() -> int:
-    """Memory a decode may need: :data:`MAX_DECODE_BYTES`, or less on a small Dask worker.
-
-    In a Dask worker with a memory limit, at most :data:`DECODE_MEMORY_FRACTION` of that limit
-    divided among its threads (which decode at the same time): a decode that would need more
-    is rejected rather than getting its worker killed.
-    """
-    import sys
-
-    if "distributed" not in sys.modules:  # not on a distributed worker
-        return MAX_DECODE_BYTES
-    from distributed import get_worker
-
-    try:
-        worker = get_worker()
-    except ValueError:
-        return MAX_DECODE_BYTES
-    limit = getattr(getattr(worker, "memory_manager", worker), "memory_limit", None)
-    threads = max(1, int(getattr(getattr(worker, "state", worker), "nthreads", 1) or 1))
-    if not limit:
-        return MAX_DECODE_BYTES
-    return min(MAX_DECODE_BYTES, int(DECODE_MEMORY_FRACTION * limit / threads))
-
-
-_JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01, 0xD8}  # RSTn, TEM, SOI: no length
-
-
-def jpeg_scan_count(data: bytes) -> int:
-    r"""The number of scans (SOS markers) of the first image of a JPEG file, read unencoded.
-
-    The walk follows the markers' lengths, so bytes inside other segments (an EXIF thumbnail,
-    ICC data) and the pictures that follow the first in an MPO file are not counted. A
-    truncated file counts the scans it has.
-
-    Examples
-    --------
-    >>> jpeg_scan_count(b"\xff\xd8" + 2 * b"\xff\xda\x00\x02\x11\xff\x00" + b"\xff\xd9")
-    2
-    """
-    scans, pos, n = 0, 2, len(data)
-    while pos + 1 < n:
-        if data[pos] != 0xFF:  # entropy-coded data of a scan: find its end
-            pos = data.find(b"\xff", pos)
-            if pos < 0:
-                break
-            continue
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-        elif marker == 0x00 or marker in _JPEG_STANDALONE:  # stuffed byte, restart marker
-            pos += 2
-        elif marker == 0xD9:  # end of the first image
-            break
-        else:
-            if pos + 3 >= n:
-                break
-            scans += marker == 0xDA
-            pos += 2 + ((data[pos + 2] << 8) | data[pos + 3])
-    return scans
-
-
-def _check_jpeg_scans(fp: IO[bytes], formats: tuple[str, ...], max_scans: int) -> IO[bytes]:
-    """``fp``, or an in-memory copy of it once its scans are counted when it is a JPEG."""
-    if "JPEG" not in formats:
-        return fp
-    start = fp.tell()
-    head = fp.read(3)
-    fp.seek(start)
-    if head != b"\xff\xd8\xff":
-        return fp
-    data = fp.read()
-    scans = jpeg_scan_count(data)
-    if scans > max_scans:
-        raise DecodeRefusedError(
-            f"cannot decode: {scans} JPEG scans, more than {max_scans} (a decoding bomb?)"
-        )
-    return io.BytesIO(data)
-
-
-def decode_failure(err: Exception) -> str:
-    """The reason recorded for a file that Pillow could not decode."""
-    if isinstance(err, TooManyPixelsError | Image.DecompressionBombError):
-        return f"too many pixels: more than {MAX_PIXELS} (a decompression bomb?)"
-    if isinstance(err, DecodeRefusedError):
-        return str(err)
-    if isinstance(err, UnidentifiedImageError):
-        return "cannot decode: not a recognised image format"
-    if isinstance(err, EOFError) or (isinstance(err, OSError) and "truncated" in str(err)):
-        return "cannot decode: truncated image data"
-    return f"cannot decode: {type(err).__name__}"
-
-
-def read_failure(err: OSError) -> str:
-    """The reason recorded for a file that could not be opened or read."""
-    return f"cannot read: {_os_reason(err)}"
-
-
-def _os_reason(err: OSError) -> str:
-    if isinstance(err, FileNotFoundError):
-        return "not found (it vanished, or is a broken symbolic link)"
-    return err.strerror or type(err).__name__
-
-
-def color_score(rgb: np.ndarray | Image.Image) -> float:
-    """Mean of the nine entries of the correlation matrix of the R, G and B values.
-
-    The covariances are exact integers: per-channel sums and sums of squares come from the
-    channel histograms, the cross sums from the histograms of the channel differences
-    (``sum(r*g) = (sum(r**2) + sum(g**2) - sum((r - g)**2)) / 2``), all counted by Pillow in C
-    (~3x faster than float64 BLAS on ``(n, 3)``; benchmarks/color_score.py). So the score
-    does not depend on how the pixels are visited, and the float formula applied to those
-    integers is the one used since the start: the same score, bit for bit. A constant channel
-    makes the correlation undefined: the score is then NaN (never colour).
-
-    Parameters
-    ----------
-    rgb : np.ndarray or PIL.Image.Image
-        Shape ``(h, w, 3)``, uint8 (other dtypes are summed in float64, exact for integers
-        whose sums stay below 2**53), or an RGB Pillow image.
-
-    Raises
-    ------
-    ValueError
-        When ``rgb`` is a Pillow image whose mode is not ``"RGB"``.
-
-    Examples
-    --------
-    >>> gray = np.repeat(np.arange(12, dtype=np.uint8).reshape(3, 4, 1), 3, axis=2)
-    >>> color_score(gray)
-    1.0
-    """
-    if isinstance(rgb, Image.Image):
-        if rgb.mode != "RGB":
-            raise ValueError(f"rgb must be an RGB image, got an image of mode {rgb.mode!r}")
-        n, sums, products = rgb.width * rgb.height, *_rgb_moments(rgb)
-    elif rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3:
-        n = rgb.shape[0] * rgb.shape[1]
-        if n == 0:
-            return math.nan
-        sums, products = _rgb_moments(Image.fromarray(np.ascontiguousarray(rgb), "RGB"))
-    else:
-        n, sums, products = _float_moments(rgb)
-    return _score_from_moments(n, sums, products)
-
-
-_LEVELS = np.arange(256, dtype=np.int64)
-_SQUARES = _LEVELS * _LEVELS
-#: The channel pairs whose differences give the cross sums, as (i, j) with i < j.
-_PAIRS = ((0, 1), (0, 2), (1, 2))
-
-
-def _rgb_moments(img: Image.Image) -> tuple[list[int], list[list[int]]]:
-    """Exact ``sum(c_i)`` and ``sum(c_i * c_j)`` of an RGB image, from histograms."""
-    from PIL import ImageChops
-
-    hist = np.asarray(img.histogram(), dtype=np.int64).reshape(3, 256)
-    sums = [int(v) for v in hist @ _LEVELS]
-    squares = [int(v) for v in hist @ _SQUARES]
-    products = [[0] * 3 for _ in range(3)]
-    for i in range(3):
-        products[i][i] = squares[i]
-    bands = img.split()
-    for i, j in _PAIRS:
-        diff = ImageChops.difference(bands[i], bands[j]).histogram()  # |c_i - c_j|, 0-255
-        diff_squares = int(np.asarray(diff, dtype=np.int64) @ _SQUARES)
-        products[i][j] = products[j][i] = (squares[i] + squares[j] - diff_squares) // 2
-    return sums, products
-
-
-def _float_moments(rgb: np.ndarray) -> tuple[int, list[int], list[list[int]]]:
-    """``n``, ``sum(c_i)`` and ``sum(c_i * c_j)`` of any numeric ``(..., 3)`` array.
-
-    Float64 sums over blocks, exact while every sum is an integer below 2**53.
-    """
-    pixels = rgb.reshape(-1, 3)
-    n = len(pixels)
-    sums = np.zeros(3)
-    products = np.zeros((3, 3))
-    step = 1 << 20
-    for start in range(0, n, step):
-        block = pixels[start : start + step].astype(np.float64)
-        sums += np.ones(len(block)) @ block
-        products += block.T @ block
-    return n, [int(v) for v in sums], [[int(v) for v in row] for row in products]
-
-
-def _score_from_moments(n: int, sums: list[int], products: list[list[int]]) -> float:
-    """The mean of the correlation matrix from exact integer moments (NaN: undefined)."""
-    s = sums
-    cov = [[n * products[i][j] - s[i] * s[j] for j in range(3)] for i in range(3)]
-    if any(cov[i][i] == 0 for i in range(3)):
-        return math.nan
-    corr = [
-        [1.0 if i == j else cov[i][j] / math.sqrt(cov[i][i] * cov[j][j]) for j in range(3)]
-        for i in range(3)
-    ]
-    return float(np.mean(corr))
-
-
-def resize_lanczos(img: Image.Image, size: int) -> np.ndarray:
-    """Resize to ``size x size`` with Pillow LANCZOS; returns uint8 ``(size, size, 3)``."""
-    return np.asarray(img.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
-
-
-def load_resized(
-    fp: str | IO[bytes],
-    source: str,
-    size: int,
-    threshold: float,
-    *,
-    max_bytes: int | None = None,
-) -> tuple[np.ndarray | None, Record]:
-    """Decode, colour-test and resize one file; never raises for a bad file.
-
-    ``source`` is the file's name: its extension says which formats are tried
-    (:func:`decode_rgb`). ``max_bytes``: the memory a decode may need, by default
-    :func:`decode_budget`.
-
-    Returns
-    -------
-    (np.ndarray or None, Record)
-        The resized uint8 image when accepted, else None; and the record saying why.
-    """
-    budget = decode_budget() if max_bytes is None else max_bytes
-    try:
-        rgb = decode_rgb(fp, name=source, max_bytes=budget)
-        width, height = rgb.size
-        score = color_score(np.asarray(rgb))
-    except Exception as err:  # any decoder failure is a rejection, not a crash
-        return None, Record(source, False, decode_failure(err))
-    if math.isnan(score):
-        return None, Record(
-            source, False, "not colour: a channel is constant", score, width, height
-        )
-    if score >= threshold:
-        reason = f"not colour: score >= {threshold}"
-        return None, Record(source, False, reason, score, width, height)
-    return resize_lanczos(rgb, size), Record(source, True, "", score, width, height)
 
 
 def load_source(
@@ -754,9 +315,7 @@ def _ingest_batch(
     The batch's record (with a SHA-256 of its pixels) is written after the pixels, atomically:
     a record that exists describes pixels that are all in place.
     """
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(src, **(storage_options or {}))
+    fs, root = url_to_fs(src, storage_options)
     root = root.rstrip("/") or "/"
     loaded = [_load_one(fs, root, source, size, threshold) for source in sources]
     return _write_batch(partial, batch, sources, loaded, size, storage_options)
@@ -766,9 +325,7 @@ def _ingest_file(
     src: str, source: str, size: int, threshold: float, storage_options: dict[str, Any] | None
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
     """Worker task: load one file of a batch whose worker died (see :func:`_stage`)."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(src, **(storage_options or {}))
+    fs, root = url_to_fs(src, storage_options)
     return _load_one(fs, root.rstrip("/") or "/", source, size, threshold)
 
 
@@ -779,8 +336,7 @@ def _load_one(
     failure = name_failure(source)
     if failure is not None:
         return None, asdict(Record(escaped_name(source), False, failure))
-    if os.environ.get(KILL_WORKER_ENV) == source:  # test hook: a worker that crashes
-        os.kill(os.getpid(), signal.SIGKILL)
+    LOGGER.debug("loading %s", source, extra={EVENT: "ingest:load", "source": source})
     image, record = load_source(fs, root, source, size, threshold)
     return image, asdict(record)
 
@@ -805,8 +361,8 @@ def _write_batch(
     staging[start : start + len(sources)] = pixels
     rows = [row for _, row in loaded]
     done = {"batch": batch, "sources": sources, "rows": rows, "sha256": _digest(pixels)}
-    durable.write_json(_record_path(partial, batch), done, storage_options)
-    durable.kill_point(f"ingest:batch:{batch}")
+    write_json(_record_path(partial, batch), done, storage_options)
+    durable_moment(f"ingest:batch:{batch}")
     return rows
 
 
@@ -848,7 +404,7 @@ def assign_split(sources: list[str], test_count: int) -> np.ndarray:
     return split
 
 
-def ingest(
+def ingest_folder(
     src: str,
     store: str,
     *,
@@ -863,7 +419,7 @@ def ingest(
     """Ingest the colour images below ``src`` into a Zarr store at ``store``.
 
     Resumable and incremental: see the module's description. Every file gets an answer, kept
-    or rejected with a reason; :class:`pupsnr_dask.durable.StoreLock` keeps other writers out.
+    or rejected with a reason; :class:`pupsnr_dask.store.lock.StoreLock` keeps other writers out.
 
     Parameters
     ----------
@@ -896,9 +452,9 @@ def ingest(
         Counts of files, stored images and rejections by reason.
     """
     _check_ingest_args(size, threshold, test_count, chunk_size)
-    storage_options = schema.parse_storage_options(storage_options)  # credentials hidden in logs
-    for name, where in (("STORE", store), ("STORE.partial", durable.partial_path(store))):
-        locations.check_output(
+    storage_options = parse_storage_options(storage_options)  # credentials hidden in logs
+    for name, where in (("STORE", store), ("STORE.partial", partial_path(store))):
+        check_output(
             where,
             src,
             output_name=name,
@@ -911,26 +467,19 @@ def ingest(
     sources = list_files(src, storage_options, skipped=skipped)
     if not sources:
         raise ValueError(f"SRC {src!r} contains no files")
-    params = {
-        "src": canonical_src(src, storage_options),
-        "size": size,
-        "threshold": threshold,
-        "chunk_size": chunk_size,
-    }
+    params = IngestParams(canonical_src(src, storage_options), size, threshold, chunk_size)
     job = _Job(src, store, params, test_count, storage_options, progress)
     summary = IngestSummary(store, 0, 0)
     if skipped:
         summary.notes.append(skipped_note(skipped))
-    with durable.StoreLock(store, storage_options) as lock:
+    with StoreLock(store, storage_options) as lock:
         if lock.taken_over:
             summary.notes.append(
-                f"took over the lock of a process that died ({durable.describe(lock.taken_over)})"
+                f"took over the lock of a process that died ({describe(lock.taken_over)})"
             )
-        locations.check_workers_see(
-            {"SRC": src, "the folder of STORE": durable.lock_path(store)}, storage_options
-        )
+        check_workers_see({"SRC": src, "the folder of STORE": lock_path(store)}, storage_options)
         if overwrite:
-            schema.discard(store, "images", storage_options)
+            discard(store, "images", storage_options)
         plan = _interrupted_plan(job, summary)
         if plan is not None:
             _execute(job, plan, summary)
@@ -942,26 +491,24 @@ def ingest(
 
 @dataclass(frozen=True)
 class _Job:
-    """One call of :func:`ingest`: from where, to where, with which parameters."""
+    """One call of :func:`ingest_folder`: from where, to where, with which parameters."""
 
     src: str
     store: str
-    params: dict[str, Any]  # fixed for the life of a store: src, size, threshold, chunk_size
+    params: IngestParams  # fixed for the life of a store
     test_count: int
     storage_options: dict[str, Any] | None
     progress: bool | None
 
     @property
     def partial(self) -> str:
-        return durable.partial_path(self.store)
+        return partial_path(self.store)
 
     def url(self, name: str) -> str:
         return f"{self.store.rstrip('/')}/{name}"
 
 
 def _check_ingest_args(size: int, threshold: float, test_count: int, chunk_size: int) -> None:
-    from pupsnr_dask.experiment import SCALES
-
     if size < 1 or any(size % s for s in SCALES):
         raise ValueError(
             f"size must be a positive multiple of {math.lcm(*SCALES)}, so that every default "
@@ -975,24 +522,20 @@ def _check_ingest_args(size: int, threshold: float, test_count: int, chunk_size:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
 
 
-def _interrupted_plan(job: _Job, summary: IngestSummary) -> dict[str, Any] | None:
+def _interrupted_plan(job: _Job, summary: IngestSummary) -> IngestPlan | None:
     """The plan of an interrupted ingest into the same store, if one can be resumed."""
     so = job.storage_options
-    if not schema.store_exists(job.partial, so):
+    if not store_exists(job.partial, so):
         return None
-    plan = durable.read_json(f"{job.partial}/plan.json", so)
-    if not (isinstance(plan, dict) and plan.get("version") == PLAN_VERSION) or not _staging_usable(
-        job, plan
-    ):
-        schema.remove_partial(job.store, so, kind="images")
+    plan = IngestPlan.from_json(read_plan(job.store, so))
+    if plan is None or not _staging_usable(job, plan):
+        remove_partial(job.store, so, kind="images")
         summary.notes.append(f"discarded unusable leftovers of an earlier ingest: {job.partial}")
         return None
-    changed = {k: v for k, v in plan["params"].items() if job.params.get(k) != v}
+    old, new = asdict(plan.params), asdict(job.params)
+    changed = {k: v for k, v in old.items() if new[k] != v}
     if changed:
-        raise ValueError(
-            f"{job.partial!r} holds an interrupted ingest with other parameters ({_kv(changed)}): "
-            "rerun it with those to finish it, or use --overwrite to discard it"
-        )
+        raise other_parameters(job.store, "ingest", changed)
     return plan
 
 
@@ -1000,7 +543,7 @@ def _kv(values: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in values.items())
 
 
-def _staging_usable(job: _Job, plan: dict[str, Any]) -> bool:
+def _staging_usable(job: _Job, plan: IngestPlan) -> bool:
     import zarr
 
     try:
@@ -1009,36 +552,35 @@ def _staging_usable(job: _Job, plan: dict[str, Any]) -> bool:
         )
     except Exception:  # missing or half-created
         return False
-    size, chunk = plan["params"]["size"], plan["params"]["chunk_size"]
-    return staging.shape == (len(plan["files"]), size, size, 3) and staging.chunks[0] == chunk
+    size, chunk = plan.params.size, plan.params.chunk_size
+    return staging.shape == (len(plan.files), size, size, 3) and staging.chunks[0] == chunk
 
 
-def _plan_new_files(job: _Job, sources: list[str], summary: IngestSummary) -> dict[str, Any] | None:
+def _plan_new_files(job: _Job, sources: list[str], summary: IngestSummary) -> IngestPlan | None:
     """Plan the ingest of the files of SRC that the store does not know yet (None: up to date)."""
-    base = _existing_store(job)
-    if base is None:
-        new = sources
-        base = {"images": 0, "files": 0, "rejected": 0}
+    found = _existing_store(job)
+    if found is None:
+        new, base = sources, IngestBase()
     else:
-        known = base.pop("known")
+        base, known = found
         new = [s for s in sources if escaped_name(s) not in known]
         if not new:
-            summary.n_total = base["images"]
+            summary.n_total = base.images
             return None
-    plan = {"version": PLAN_VERSION, "params": job.params, "files": new, "base": base}
+    plan = IngestPlan(job.params, tuple(new), base)
     _start(job, plan)
     return plan
 
 
-def _existing_store(job: _Job) -> dict[str, Any] | None:
-    """What a finished store at ``job.store`` holds, after checking its parameters."""
+def _existing_store(job: _Job) -> tuple[IngestBase, set[str]] | None:
+    """What a finished store at ``job.store`` holds (and the sources it knows), checked."""
     so = job.storage_options
-    if not schema.store_exists(job.store, so):
+    if not store_exists(job.store, so):
         return None
     try:
-        ds = schema.open_store(job.store, "images", storage_options=so)
+        ds = open_store(job.store, "images", storage_options=so)
     except schema.StoreError as err:
-        why = schema.why_not_removable(job.store, "images", so)
+        why = why_not_removable(job.store, "images", so)
         # --overwrite deletes only stores that pupsnr wrote
         hint = f"it {why}: move it away" if why else "use --overwrite to replace it"
         raise FileExistsError(
@@ -1053,7 +595,7 @@ def _existing_store(job: _Job) -> dict[str, Any] | None:
         "chunk_size": attrs.get("chunk_size", ds[schema.IMAGES].encoding.get("chunks", [0])[0]),
         "test_count": attrs.get("test_count"),
     }
-    wanted = {**job.params, "test_count": job.test_count}
+    wanted = {**asdict(job.params), "test_count": job.test_count}
     changed = [k for k in wanted if recorded[k] != wanted[k]]
     if changed:
         raise ValueError(
@@ -1063,68 +605,59 @@ def _existing_store(job: _Job) -> dict[str, Any] | None:
         )
     sources = [str(s) for s in ds[schema.SOURCE].values]
     rejected = attrs.get(schema.REJECTED_ATTR, [])
-    return {
-        "images": len(sources),
-        "files": int(attrs.get("n_files", len(sources) + len(rejected))),
-        "rejected": len(rejected),
-        "known": set(sources) | {r["source"] for r in rejected},
-    }
+    base = IngestBase(
+        images=len(sources),
+        files=int(attrs.get("n_files", len(sources) + len(rejected))),
+        rejected=len(rejected),
+    )
+    return base, set(sources) | {r["source"] for r in rejected}
 
 
-def _start(job: _Job, plan: dict[str, Any]) -> None:
+def _start(job: _Job, plan: IngestPlan) -> None:
     """Create ``STORE.partial``: the staging array, then the plan (its presence means usable)."""
-    import fsspec
     import zarr
 
     so = job.storage_options
-    schema.start_partial(job.store, "images", so)  # discards an earlier journal of ours
-    fs, path = fsspec.core.url_to_fs(job.partial, **(so or {}))
+    start_partial(job.store, "images", so)  # discards an earlier journal of ours
+    fs, path = url_to_fs(job.partial, so)
     fs.makedirs(f"{path}/records", exist_ok=True)
-    size, chunk = plan["params"]["size"], plan["params"]["chunk_size"]
+    size, chunk = plan.params.size, plan.params.chunk_size
     zarr.create_array(
         f"{job.partial}/pixels",
-        shape=(len(plan["files"]), size, size, 3),
+        shape=(len(plan.files), size, size, 3),
         chunks=(chunk, size, size, 3),
         dtype="uint8",
         fill_value=0,
         compressors=pixels_compressors(),
         storage_options=so,
     )
-    durable.write_json(f"{job.partial}/plan.json", plan, so)
-    durable.kill_point("ingest:planned")
+    write_plan(job.store, plan, so)
+    durable_moment("ingest:planned")
 
 
-def _execute(job: _Job, plan: dict[str, Any], summary: IngestSummary) -> None:
+def _execute(job: _Job, plan: IngestPlan, summary: IngestSummary) -> None:
     """Stage what is not staged yet, write the store, forget the plan."""
     so = job.storage_options
-    if durable.read_json(f"{job.partial}/final.json", so) is None:
+    if read_json(f"{job.partial}/final.json", so) is None:
         records = _staged_records(job, plan, summary)
-        durable.kill_point("ingest:staged")
+        durable_moment("ingest:staged")
         summary.notes += _finalize(job, plan, records)
-        durable.write_json(f"{job.partial}/final.json", {"n_records": len(records)}, so)
-        durable.kill_point("ingest:finalized")
+        write_json(f"{job.partial}/final.json", {"n_records": len(records)}, so)
+        durable_moment("ingest:finalized")
     else:  # only the clean-up was left
         found = _read_records(job, plan)
         records = [row for b in sorted(found) for row in found[b]["rows"]]
-    n_images = plan["base"]["images"] + sum(bool(r["accepted"]) for r in records)
-    summary.add(records, n_images, appended=plan["base"]["images"] > 0)
-    schema.remove_partial(job.store, so, kind="images")  # plan.json first, marker last
+    n_images = plan.base.images + sum(bool(r["accepted"]) for r in records)
+    summary.add(records, n_images, appended=plan.base.images > 0)
+    forget(job.store, so, kind="images")  # plan.json first, marker last
 
 
-def _fs(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
-    import fsspec
-
-    return fsspec.core.url_to_fs(url, **(storage_options or {}))
-
-
-def _batches(plan: dict[str, Any]) -> list[list[str]]:
-    files, chunk = plan["files"], plan["params"]["chunk_size"]
-    return [files[b : b + chunk] for b in range(0, len(files), chunk)]
+def _batches(plan: IngestPlan) -> list[list[str]]:
+    files, chunk = plan.files, plan.params.chunk_size
+    return [list(files[b : b + chunk]) for b in range(0, len(files), chunk)]
 
 
-def _staged_records(
-    job: _Job, plan: dict[str, Any], summary: IngestSummary
-) -> list[dict[str, Any]]:
+def _staged_records(job: _Job, plan: IngestPlan, summary: IngestSummary) -> list[dict[str, Any]]:
     """Every file's record, staging the batches that have no intact record yet."""
     batches = _batches(plan)
     found = _read_records(job, plan)
@@ -1148,16 +681,16 @@ def _staged_records(
     return [row for b in range(len(batches)) for row in rows[b]]
 
 
-def _read_records(job: _Job, plan: dict[str, Any]) -> dict[int, dict[str, Any]]:
+def _read_records(job: _Job, plan: IngestPlan) -> dict[int, dict[str, Any]]:
     """The records of finished batches that match the plan, by batch number."""
     batches = _batches(plan)
     out = {}
-    for name in durable.list_names(f"{job.partial}/records", job.storage_options):
+    for name in list_names(f"{job.partial}/records", job.storage_options):
         stem, ext = posixpath.splitext(name)
         if ext != ".json" or not stem.isdigit() or int(stem) >= len(batches):
             continue
         b = int(stem)
-        rec = durable.read_json(_record_path(job.partial, b), job.storage_options)
+        rec = read_json(_record_path(job.partial, b), job.storage_options)
         if (
             isinstance(rec, dict)
             and rec.get("sources") == batches[b]
@@ -1167,7 +700,7 @@ def _read_records(job: _Job, plan: dict[str, Any]) -> dict[int, dict[str, Any]]:
     return out
 
 
-def _stage(job: _Job, plan: dict[str, Any], pending: list[int]) -> dict[int, list[dict]]:
+def _stage(job: _Job, plan: IngestPlan, pending: list[int]) -> dict[int, list[dict]]:
     """Decode, test and resize the pending batches in parallel into the staging array.
 
     A batch whose workers died (out of memory, a crash: Dask gives it up) is loaded again one
@@ -1176,7 +709,7 @@ def _stage(job: _Job, plan: dict[str, Any], pending: list[int]) -> dict[int, lis
     exactly as the batch task would have written them.
     """
     batches = _batches(plan)
-    token = tokenize(job.partial, plan["files"])
+    token = tokenize(job.partial, plan.files)
     task = dask.delayed(_ingest_batch, pure=True)
     tasks = [
         task(
@@ -1184,8 +717,8 @@ def _stage(job: _Job, plan: dict[str, Any], pending: list[int]) -> dict[int, lis
             batches[b],
             b,
             job.partial,
-            plan["params"]["size"],
-            plan["params"]["threshold"],
+            plan.params.size,
+            plan.params.threshold,
             job.storage_options,
             dask_key_name=f"pupsnr-ingest-{token}-{b:08d}",
         )
@@ -1200,11 +733,11 @@ def _stage(job: _Job, plan: dict[str, Any], pending: list[int]) -> dict[int, lis
 
 
 def _stage_file_by_file(
-    job: _Job, plan: dict[str, Any], killed: list[int], token: str
+    job: _Job, plan: IngestPlan, killed: list[int], token: str
 ) -> dict[int, list[dict]]:
     """The batches whose workers died, loaded one file per task, then written by the client."""
     batches = _batches(plan)
-    size, threshold = plan["params"]["size"], plan["params"]["threshold"]
+    size, threshold = plan.params.size, plan.params.threshold
     files = [(b, i) for b in killed for i in range(len(batches[b]))]
 
     def tasks(keys: list[tuple[int, int]], attempt: str) -> list[Any]:
@@ -1241,7 +774,7 @@ def _stage_file_by_file(
     }
 
 
-def _finalize(job: _Job, plan: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
+def _finalize(job: _Job, plan: IngestPlan, records: list[dict[str, Any]]) -> list[str]:
     """Write the accepted images and their labels into the store, in file order.
 
     Returns warnings about the images of this plan whose resized pixels are identical.
@@ -1249,10 +782,10 @@ def _finalize(job: _Job, plan: dict[str, Any], records: list[dict[str, Any]]) ->
     accepted = [i for i, r in enumerate(records) if r["accepted"]]
     kept = [records[i] for i in accepted]
     rejected = [r for r in records if not r["accepted"]]
-    n0 = plan["base"]["images"]
+    n0 = plan.base.images
     if n0 == 0:
         if not accepted:
-            schema.remove_partial(job.store, job.storage_options, kind="images")
+            remove_partial(job.store, job.storage_options, kind="images")
             reasons = Counter(r["reason"] for r in rejected)
             raise ValueError(
                 f"SRC {job.src!r} holds no colour images: "
@@ -1261,7 +794,7 @@ def _finalize(job: _Job, plan: dict[str, Any], records: list[dict[str, Any]]) ->
         _create_store(job, kept, rejected, len(records))
     else:
         _extend_store(job, plan, kept, rejected, len(records))
-    durable.kill_point("ingest:final-created")
+    durable_moment("ingest:final-created")
     digests = _copy_images(job, accepted, n0)
     if n0:
         _consolidate(job)
@@ -1308,7 +841,7 @@ def _create_store(
     """A new store: metadata, labels and attributes; the pixels are copied afterwards."""
     import dask.array as da
 
-    size, chunk = job.params["size"], job.params["chunk_size"]
+    size, chunk = job.params.size, job.params.chunk_size
     columns = _columns(kept, 0)
     split = assign_split(list(columns[schema.SOURCE]), job.test_count)
     placeholder = da.zeros((len(kept), size, size, 3), dtype=np.uint8, chunks=(chunk, -1, -1, -1))
@@ -1319,13 +852,13 @@ def _create_store(
     ds[schema.IMAGES].encoding["compressors"] = pixels_compressors()
     ds.attrs.update(_store_attrs(job, n_files, rejected))
     # An unfinished earlier attempt: ours, as the plan (made when STORE did not exist) says.
-    schema.remove_store(job.store, job.storage_options, kind="images", ours=True)
-    schema.create_store(ds, job.store, storage_options=job.storage_options)
+    remove_store(job.store, job.storage_options, kind="images", ours=True)
+    create_store(ds, job.store, storage_options=job.storage_options)
 
 
 def _extend_store(
     job: _Job,
-    plan: dict[str, Any],
+    plan: IngestPlan,
     kept: list[dict[str, Any]],
     rejected: list[dict[str, Any]],
     n_files: int,
@@ -1333,9 +866,9 @@ def _extend_store(
     """Grow a finished store by the new images: sizes, labels, attributes (repeatable)."""
     import zarr
 
-    base = plan["base"]
-    n0, total = base["images"], base["images"] + len(kept)
-    with durable.quiet_zarr_warnings():
+    base = plan.base
+    n0, total = base.images, base.images + len(kept)
+    with quiet_zarr_warnings():
         group = zarr.open_group(
             job.store, mode="r+", storage_options=job.storage_options, use_consolidated=False
         )
@@ -1364,10 +897,10 @@ def _extend_store(
     group.attrs.update(
         {
             schema.REJECTED_ATTR: [
-                *old_rejected[: base["rejected"]],
+                *old_rejected[: base.rejected],
                 *_rejected_entries(rejected),
             ],
-            "n_files": base["files"] + n_files,
+            "n_files": base.files + n_files,
         }
     )
 
@@ -1382,7 +915,7 @@ def _dims(arr: Any) -> tuple[str, ...]:
 def _consolidate(job: _Job) -> None:
     import zarr
 
-    with durable.quiet_zarr_warnings():
+    with quiet_zarr_warnings():
         group = zarr.open_group(
             job.store, mode="r+", storage_options=job.storage_options, use_consolidated=False
         )
@@ -1397,7 +930,7 @@ def _copy_images(job: _Job, accepted: list[int], n0: int) -> list[str]:
     import zarr
 
     final = zarr.open_array(job.url(schema.IMAGES), mode="r", storage_options=job.storage_options)
-    bounds = durable.unit_bounds(n0, n0 + len(accepted), durable.write_unit(final))
+    bounds = unit_bounds(n0, n0 + len(accepted), write_unit(final))
     token = tokenize(job.store, accepted, n0)
     task = dask.delayed(_copy_unit, pure=True)
     tasks = [
@@ -1430,7 +963,7 @@ def _copy_unit(
     block = staging.get_orthogonal_selection(np.asarray(rows, dtype=np.int64))
     final = zarr.open_array(target, mode="r+", storage_options=storage_options)
     final.with_config({"write_empty_chunks": True})[start : start + len(rows)] = block
-    durable.kill_point(f"ingest:final-unit:{unit}")
+    durable_moment(f"ingest:final-unit:{unit}")
     return pixel_digests(block)
 
 
@@ -1445,16 +978,14 @@ def _rejected_entries(rejected: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _store_attrs(job: _Job, n_files: int, rejected: list[dict[str, Any]]) -> dict[str, Any]:
-    from pupsnr_dask import __version__
-
     return {
         schema.KIND_ATTR: "images",
         schema.VERSION_ATTR: __version__,
-        "src": job.params["src"],
-        "size": job.params["size"],
-        "threshold": job.params["threshold"],
+        "src": job.params.src,
+        "size": job.params.size,
+        "threshold": job.params.threshold,
         "test_count": job.test_count,
-        "chunk_size": job.params["chunk_size"],
+        "chunk_size": job.params.chunk_size,
         "resample": "LANCZOS",
         "n_files": n_files,
         schema.REJECTED_ATTR: _rejected_entries(rejected),

@@ -8,7 +8,8 @@ Three layers, like the transforms:
 2. :func:`run_model_kernel`, the NumPy kernel: uint8 images in, the model's outputs rounded to
    uint8 out (:func:`encode_input`, the model, :func:`decode_output`).
 3. :func:`predict`, the lazy wrapper: one ``map_blocks`` task per chunk of images, which builds
-   the input variant exactly as :func:`pupsnr_dask.experiment.run` does, then runs the model.
+   the input variant exactly as :func:`pupsnr_dask.experiment.run_experiment` does, then runs
+   the model.
 
 Ranges, by name (``input_range`` and ``output_range``)::
 

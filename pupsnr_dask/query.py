@@ -21,10 +21,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from pupsnr_dask import locations, schema
+from pupsnr_dask import schema
 from pupsnr_dask.cluster import compute
 from pupsnr_dask.experiment import Split
-from pupsnr_dask.metrics import psnr_from_mse
+from pupsnr_dask.kernels.metrics import psnr_from_mse
+from pupsnr_dask.store import zarr_io
+from pupsnr_dask.store.zarr_io import open_store
 
 #: Statistics of the finite per-image PSNRs that :func:`summary_table` adds to ``summarize``.
 SPREAD_CONFIDENCE = 0.95
@@ -301,7 +303,7 @@ def with_image_coords(results: xr.Dataset, images: xr.Dataset | str) -> xr.Datas
     """
     schema.validate(results, "psnr", name="results")
     if isinstance(images, str):
-        images = schema.open_store(images, "images")
+        images = open_store(images, "images")
     schema.validate(images, "images", name="images")
     index = results[schema.IMAGE].values
     missing = np.setdiff1d(index, images[schema.IMAGE].values)
@@ -362,7 +364,7 @@ def images_store_of(
 
     The one place above the pipeline that finds the images store of a results store (the
     HTML report and ``advise`` call it). The recorded one is looked up by
-    :func:`pupsnr_dask.locations.find_images_store` (relative to ``results_store`` first,
+    :func:`pupsnr_dask.zarr_io.images_store_of` (relative to ``results_store`` first,
     default: where ``results`` was opened from).
 
     Returns
@@ -372,14 +374,14 @@ def images_store_of(
         or why there is none. An explicit ``images`` that cannot be opened raises.
     """
     if images is not None:
-        ds = schema.open_store(images, "images", storage_options=storage_options)
+        ds = open_store(images, "images", storage_options=storage_options)
         return ds, images, f"images store {images!r} (given)"
     where = results_store or results.encoding.get("source")
-    recorded, how = locations.find_images_store(results.attrs, where, storage_options)
+    recorded, how = zarr_io.images_store_of(results.attrs, where, storage_options)
     if not recorded:
         return None, None, how
     try:
-        ds = schema.open_store(recorded, "images", storage_options=storage_options)
+        ds = open_store(recorded, "images", storage_options=storage_options)
     except (OSError, ValueError) as err:
         return None, recorded, f"the recorded images store cannot be opened ({how}: {err})"
     return ds, recorded, f"images store {recorded!r} ({how})"

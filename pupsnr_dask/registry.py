@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from pupsnr_dask.kernels import quality
+from pupsnr_dask.kernels import variants as variant_kernels
 from pupsnr_dask.kernels.task_variants import FAMILIES, parse_variant
 
 ENTRY_POINT_GROUP = "pupsnr_dask.variants"
@@ -267,10 +268,8 @@ def _entry_point_variant(ep: metadata.EntryPoint) -> VariantSpec:
 
 
 def _builtin_variant(name: str) -> VariantSpec:
-    from pupsnr_dask import transforms  # NumPy/Pillow kernels; transforms also imports dask
-
     attr, definition = BUILTIN_VARIANTS[name]
-    return VariantSpec(name, name, {}, getattr(transforms, attr), definition)
+    return VariantSpec(name, name, {}, getattr(variant_kernels, attr), definition)
 
 
 def _family_variant(name: str) -> VariantSpec:

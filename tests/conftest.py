@@ -31,7 +31,7 @@ def images_store(sample_dir, tmp_path_factory) -> Path:
     """Ingested sample photos (synchronous scheduler), chunk size 5 for uneven chunks."""
     import dask
 
-    from pupsnr_dask import ingest
+    from pupsnr_dask import ingest_folder as ingest
 
     store = tmp_path_factory.mktemp("stores") / "data.zarr"
     with dask.config.set(scheduler="sync"):
@@ -43,7 +43,7 @@ def images_store(sample_dir, tmp_path_factory) -> Path:
 def results_store(images_store, tmp_path_factory) -> Path:
     import dask
 
-    from pupsnr_dask import run
+    from pupsnr_dask import run_experiment as run
 
     results = tmp_path_factory.mktemp("results") / "psnr.zarr"
     with dask.config.set(scheduler="threads"):

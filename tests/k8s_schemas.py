@@ -45,6 +45,7 @@ _OBJECT_META = {
 def crd_dir() -> Path:
     """The CRD folder inside the installed dask-kubernetes package."""
     import dask_kubernetes
+
     path = Path(dask_kubernetes.__file__).parent / CRD_SUBDIR
     assert path.is_dir(), f"dask-kubernetes no longer ships its CRDs under {path}"
     return path
@@ -127,6 +128,7 @@ def validate_dask_resource(doc: dict[str, Any], *, strict: bool = True) -> None:
 def kubernetes_versions() -> list[str]:
     """Kubernetes versions to validate built-in kinds against: the oldest we claim, the newest."""
     import kubernetes_validate
+
     return [OLDEST_KUBERNETES, kubernetes_validate.latest_version()]
 
 

@@ -26,8 +26,8 @@ import pupsnr_dask as pp
 from pupsnr_dask.advise import build_advice_graph, plan_advice, run_advice
 from pupsnr_dask.advise.compare import AS_GOOD
 from pupsnr_dask.cli import main
-from pupsnr_dask.ingest import EXTENSION_FORMATS, resize_lanczos
-from pupsnr_dask.metrics import psnr_kernel
+from pupsnr_dask.kernels.image import EXTENSION_FORMATS, resize_lanczos
+from pupsnr_dask.kernels.metrics import psnr_kernel
 from pupsnr_dask.report.advice import format_advice
 
 

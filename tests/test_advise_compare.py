@@ -19,7 +19,7 @@ from pupsnr_dask.advise.compare import (
     crossover_index,
     psnr_ceiling_db,
 )
-from pupsnr_dask.metrics import psnr_kernel
+from pupsnr_dask.kernels.metrics import psnr_kernel
 
 
 @pytest.fixture(scope="module")

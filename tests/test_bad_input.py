@@ -18,9 +18,11 @@ import xarray as xr
 from badfiles import build_corpus, lanczos, png_bytes, restore_permissions
 from conftest import random_photo, write_image
 
-from pupsnr_dask import ingest, run
+from pupsnr_dask import ingest_folder as ingest
+from pupsnr_dask import run_experiment as run
 from pupsnr_dask.cli import main
-from pupsnr_dask.ingest import TooManyPixelsError, decode_rgb, list_files, load_source
+from pupsnr_dask.ingest import list_files, load_source
+from pupsnr_dask.kernels.image import TooManyPixelsError, decode_rgb
 from pupsnr_dask.schema import StoreError
 from pupsnr_dask.verify import verify_store
 

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from pupsnr_dask.ingest import DEFAULT_THRESHOLD, color_score, decode_rgb
+from pupsnr_dask.ingest import DEFAULT_THRESHOLD
+from pupsnr_dask.kernels.image import color_score, decode_rgb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 

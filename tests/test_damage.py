@@ -18,7 +18,8 @@ import pytest
 import zarr
 from conftest import random_photo, write_image
 
-from pupsnr_dask import ingest, run
+from pupsnr_dask import ingest_folder as ingest
+from pupsnr_dask import run_experiment as run
 from pupsnr_dask.cli import main
 from pupsnr_dask.ingest import pixels_compressors
 

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pupsnr_dask import build_psnr_cube, open_images, open_results, run, summarize
+from pupsnr_dask import build_psnr_cube, open_images, open_results, summarize
+from pupsnr_dask import run_experiment as run
 from pupsnr_dask.experiment import SCALES, VARIANTS
 
 
@@ -137,3 +138,20 @@ def test_distributed_cluster_gives_bit_identical_results(
     b = xr.open_zarr(out).load()
     assert a["psnr"].values.tobytes() == b["psnr"].values.tobytes()
     assert a["mse"].values.tobytes() == b["mse"].values.tobytes()
+
+
+def test_the_old_names_run_and_ingest_still_work_and_warn(tmp_path, images_store):
+    import pupsnr_dask
+    from pupsnr_dask import experiment
+
+    with pytest.warns(DeprecationWarning, match="use run_experiment"):
+        old = pupsnr_dask.run(str(images_store), str(tmp_path / "a.zarr"), scales=[2],
+                              progress=False)  # fmt: skip
+    with pytest.warns(DeprecationWarning, match="use run_experiment"):
+        experiment.run(str(images_store), str(tmp_path / "b.zarr"), scales=[2], progress=False)
+    new = run(str(images_store), str(tmp_path / "c.zarr"), scales=[2], progress=False)
+    assert new.psnr.equals(old.psnr)
+    src = tmp_path / "src"
+    src.mkdir()
+    with pytest.warns(DeprecationWarning, match="use ingest_folder"), pytest.raises(ValueError):
+        pupsnr_dask.ingest(str(src), str(tmp_path / "d.zarr"))  # empty SRC: the new one's error

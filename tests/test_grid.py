@@ -8,7 +8,7 @@ import xarray as xr
 
 from pupsnr_dask import grid
 from pupsnr_dask.experiment import VARIANTS
-from pupsnr_dask.schema import open_store
+from pupsnr_dask.store.zarr_io import open_store
 from pupsnr_dask.transforms import pu_kernel
 
 COFFEE = "skimage/coffee.png"

@@ -1,7 +1,8 @@
 """Nothing hangs, one bad file never stops a run: real processes, real kills, real signals.
 
 - a file whose decoding kills its worker (out of memory under a nanny's memory limit, or a
-  SIGKILL from the test hook ``PUPSNR_KILL_WORKER_ON``) is rejected, alone; the rest is kept;
+  SIGKILL from the test hook ``PUPSNR_KILL_WORKER_ON`` of ``tests/killhook``) is rejected,
+  alone; the rest is kept;
 - a file name that is not valid UTF-8 is rejected, its name stored escaped;
 - a cluster left without workers ends the command after ``--no-worker-timeout``, resumably;
 - Ctrl-C (SIGINT to the whole process group) and an unreachable S3 endpoint: one line;
@@ -25,6 +26,7 @@ import zlib
 from pathlib import Path
 
 import dask
+import killhook.sitecustomize as killhook
 import numpy as np
 import pytest
 import xarray as xr
@@ -44,10 +46,13 @@ from conftest import random_photo, write_image
 from distributed.diagnostics.plugin import WorkerPlugin
 from storefiles import files
 
-from pupsnr_dask import durable, ingest, run, schema
+from pupsnr_dask import ingest_folder as ingest
+from pupsnr_dask import run_experiment as run
+from pupsnr_dask import schema
 from pupsnr_dask.cli import main, user_error_message
 from pupsnr_dask.cluster import NoWorkerError, compute, connect
-from pupsnr_dask.ingest import KILL_WORKER_ENV, KILLED_WORKER_REASON
+from pupsnr_dask.ingest import KILLED_WORKER_REASON
+from pupsnr_dask.store.fs import lock_path, parse_storage_options, partial_path
 
 SIZE, CHUNK = 32, 3
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part")
@@ -121,7 +126,7 @@ class _NoDecodeBudget(WorkerPlugin):
     def setup(self, worker):
         import importlib
 
-        ingest_module = importlib.import_module("pupsnr_dask.ingest")  # not pp.ingest()
+        ingest_module = importlib.import_module("pupsnr_dask.kernels.image")
         ingest_module.MAX_DECODE_BYTES = 1 << 50
         ingest_module.DECODE_MEMORY_FRACTION = 1 << 20
 
@@ -155,7 +160,7 @@ def test_a_file_that_runs_its_worker_out_of_memory_is_rejected_and_the_rest_kept
     assert f"  rejected 1: {KILLED_WORKER_REASON}" in summary.lines()
     assert (summary.n_files, summary.n_images) == (9, 8)
     assert again.n_files == 0 and again.n_total == 8  # the rerun does not decode it again
-    assert not Path(durable.partial_path(str(store))).exists()
+    assert not Path(partial_path(str(store))).exists()
     assert_same_except(store, oom_world / "reference.zarr", "d0/img03_huge.png",
                        KILLED_WORKER_REASON)  # fmt: skip
 
@@ -173,11 +178,10 @@ def crash_world(tmp_path_factory):
 def test_a_file_that_crashes_its_worker_is_rejected_by_the_cli(crash_world, tmp_path):
     """`pupsnr ingest` on a local cluster whose worker SIGKILLs itself on one file: exit 0."""
     store = tmp_path / "images.zarr"
-    env = {
-        **os.environ,
-        KILL_WORKER_ENV: "d0/img04.png",
-        "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",
-    }
+    env = killhook.env(
+        **{killhook.KILL_WORKER_ENV: "d0/img04.png"},
+        DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="0",
+    )
     argv = pupsnr("ingest", str(crash_world / "src"), "-o", str(store), "--size", str(SIZE),
                   "--chunk-size", str(CHUNK), "--n-workers", "2", "-q")  # fmt: skip
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT,
@@ -197,7 +201,8 @@ def test_a_file_that_crashes_its_process_under_the_processes_scheduler(
     crash_world, tmp_path, monkeypatch
 ):
     """Dask's local `processes` scheduler: a dead process breaks the pool, not the ingest."""
-    monkeypatch.setenv(KILL_WORKER_ENV, "d0/img04.png")
+    monkeypatch.setenv(killhook.KILL_WORKER_ENV, "d0/img04.png")
+    monkeypatch.setenv("PYTHONPATH", killhook.env()["PYTHONPATH"])  # the pool's processes
     store = tmp_path / "images.zarr"
     with dask.config.set(scheduler="processes", num_workers=2):
         summary = ingest(str(crash_world / "src"), str(store), size=SIZE, chunk_size=CHUNK,
@@ -288,15 +293,15 @@ def test_run_with_no_worker_left_stops_after_the_timeout_and_resumes(long_store,
             "none left (did they die? out of memory?); start workers, then rerun the command "
             "to resume"
         ]
-        assert Path(durable.partial_path(str(results))).exists()
-        assert not Path(durable.lock_path(str(results))).exists()
+        assert Path(partial_path(str(results))).exists()
+        assert not Path(lock_path(str(results))).exists()
         cluster.workers.append(start_worker(cluster.address, tmp_path / "cluster", "new"))
         wait_for_workers(cluster.address, [], 1)
         again = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert again.returncode == 0, again.stderr
     assert "resumed an interrupted run" in again.stdout
     assert files(results) == files(long_store / "psnr.zarr")
-    assert not Path(durable.partial_path(str(results))).exists()
+    assert not Path(partial_path(str(results))).exists()
 
 
 def test_compute_with_no_worker_at_all_gives_up_after_no_worker_timeout(tmp_path, monkeypatch):
@@ -348,7 +353,7 @@ def assert_interrupted(outcome: tuple[int, str, str]) -> None:
 def test_ctrl_c_during_ingest_and_run_is_one_line_and_the_rerun_resumes(sample_dir, tmp_path):
     store, results = tmp_path / "data.zarr", tmp_path / "psnr.zarr"
     sync_ingest(sample_dir, tmp_path / "reference.zarr", chunk_size=2)
-    records = Path(durable.partial_path(str(store))) / "records"
+    records = Path(partial_path(str(store))) / "records"
     argv = pupsnr("ingest", str(sample_dir), "-o", str(store), "--chunk-size", "2",
                   "--n-workers", "2")  # fmt: skip
     log = tmp_path / "stderr.txt"
@@ -416,7 +421,7 @@ def test_user_errors_are_one_line_and_bugs_are_not():
     assert "pa55" not in message and "sig=x" not in message
     for bug in (
         raised(lambda: np.zeros(3) + np.zeros(4)),  # a ValueError raised inside numpy
-        raised(lambda: schema.parse_storage_options(42)),  # a TypeError: wrong kind passed
+        raised(lambda: parse_storage_options(42)),  # a TypeError: wrong kind passed
         raised(lambda: hashlib.sha256(os.fsdecode(b"\xff").encode())),  # UnicodeEncodeError
         raised(lambda: {}["key"]),
     ):

@@ -11,8 +11,10 @@ import xarray as xr
 from conftest import random_photo, write_image
 from PIL import Image
 
-from pupsnr_dask import ingest, open_images
-from pupsnr_dask.ingest import assign_split, color_score, decode_rgb, list_files, load_resized
+from pupsnr_dask import ingest_folder as ingest
+from pupsnr_dask import open_images
+from pupsnr_dask.ingest import assign_split, list_files
+from pupsnr_dask.kernels.image import color_score, decode_rgb, load_resized
 
 
 def test_store_layout(images_store):

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from skimage.metrics import peak_signal_noise_ratio
 
-from pupsnr_dask.metrics import mse_kernel, psnr_from_mse, psnr_kernel, pu_mse_kernel
-from pupsnr_dask.transforms import pu_kernel
+from pupsnr_dask.kernels.metrics import mse_kernel, psnr_from_mse, psnr_kernel, pu_mse_kernel
+from pupsnr_dask.kernels.variants import pu_kernel
 
 batches = arrays(np.uint8, st.tuples(st.integers(1, 3), st.just(32), st.just(32), st.just(3)))
 

@@ -16,7 +16,7 @@ import xarray as xr
 from clusters import process_cluster
 
 from pupsnr_dask import model as M
-from pupsnr_dask.transforms import gray_kernel, pu_kernel
+from pupsnr_dask.kernels.variants import gray_kernel, pu_kernel
 
 UNIT = {"input_range": "unit", "output_range": "unit"}
 

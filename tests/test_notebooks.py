@@ -9,7 +9,7 @@ import pytest
 from nbclient import NotebookClient
 
 from pupsnr_dask import query
-from pupsnr_dask.schema import open_store
+from pupsnr_dask.store.zarr_io import open_store
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 

@@ -21,10 +21,14 @@ from PIL import Image
 from test_resume import killed_api
 from test_s3 import BUCKET, s3  # noqa: F401  (the moto server fixture)
 
-from pupsnr_dask import durable, ingest, query, run, schema
+from pupsnr_dask import ingest_folder as ingest
+from pupsnr_dask import query
+from pupsnr_dask import run_experiment as run
 from pupsnr_dask.advise import plan_advice
 from pupsnr_dask.cli import main
 from pupsnr_dask.ingest import list_files
+from pupsnr_dask.store.fs import NotOursError, partial_path, remove_store
+from pupsnr_dask.store.zarr_io import open_store
 from pupsnr_dask.verify import verify_store
 
 SIZE, CHUNK = 32, 3
@@ -129,9 +133,9 @@ def test_overwrite_replaces_its_own_stores_and_journals(world):
     src, store, results = world / "top" / "photos", world / "d.zarr", world / "r.zarr"
     reference = snapshot(store)
     killed_api("ingest:staged", "ingest", src, world / "again.zarr")  # a journal of ours
-    assert Path(durable.partial_path(str(world / "again.zarr"))).is_dir()
+    assert Path(partial_path(str(world / "again.zarr"))).is_dir()
     sync_ingest(src, world / "again.zarr", overwrite=True)
-    assert not Path(durable.partial_path(str(world / "again.zarr"))).exists()
+    assert not Path(partial_path(str(world / "again.zarr"))).exists()
     summary = sync_ingest(src, store, overwrite=True)
     assert summary.n_images == 7 and snapshot(store) == reference
     sync_run(store, results, overwrite=True)
@@ -151,7 +155,7 @@ def test_implicit_deletions_spare_what_is_not_ours(world, tmp_path):
     assert (store / "keep.txt").read_text() == "mine"
     # A folder named like a journal, that pupsnr did not write.
     for target in (world / "j.zarr", world / "jr.zarr"):
-        partial = Path(durable.partial_path(str(target)))
+        partial = Path(partial_path(str(target)))
         partial.mkdir()
         (partial / "keep.txt").write_text("mine")
     (world / "jr.zarr").mkdir()
@@ -270,7 +274,7 @@ def test_a_moved_or_copied_pair_of_stores_keeps_its_link(world, capsys):
     assert main(["verify", str(results), "-q", "--n-workers", "1"]) == 0
     out = capsys.readouterr().out
     assert f"images store checked: {images} (found by its path relative to the results)" in out
-    cube = schema.open_store(str(results), "psnr")
+    cube = open_store(str(results), "psnr")
     found, location, note = query.images_store_of(cube)
     assert found is not None and location == str(images), note
     predictions = world / "preds"
@@ -292,7 +296,7 @@ def test_a_moved_or_copied_pair_of_stores_keeps_its_link(world, capsys):
 def test_an_ingest_killed_while_staging_is_named_unfinished(world, capsys):
     src, store = world / "top" / "photos", world / "k.zarr"
     killed_api("ingest:batch:1", "ingest", src, store)
-    assert not store.exists() and Path(durable.partial_path(str(store))).is_dir()
+    assert not store.exists() and Path(partial_path(str(store))).is_dir()
     how = f"rerun `pupsnr ingest {src} -o {store}` to finish it"
     assert main(["run", str(store), "-o", str(world / "kr.zarr"), "-q"]) == 2
     err = one_line_error(capsys)
@@ -337,8 +341,8 @@ def test_lock_and_journal_removal_use_exact_names_in_memory_filesystems():
     fs.pipe_file(
         "/g/s?.zarr/zarr.json", json.dumps({"attributes": {"pupsnr_kind": "images"}}).encode()
     )
-    schema.remove_store("memory://g/s?.zarr", kind="images")
+    remove_store("memory://g/s?.zarr", kind="images")
     assert sorted(fs.find("/g")) == ["/g/s1.zarr/zarr.json", "/g/s2.zarr/zarr.json"]
-    with pytest.raises(schema.NotOursError):
-        schema.remove_store("memory://g/s1.zarr", kind="images")
+    with pytest.raises(NotOursError):
+        remove_store("memory://g/s1.zarr", kind="images")
     fs.rm("/g", recursive=True)

@@ -14,8 +14,8 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageFilter
 from skimage.metrics import structural_similarity
 
+from pupsnr_dask.kernels.metrics import psnr_from_mse, pu_mse_kernel
 from pupsnr_dask.kernels.quality import METRIC_NAMES, psnr, psnr_y, pu_quality_kernel, ssim
-from pupsnr_dask.metrics import psnr_from_mse, pu_mse_kernel
 
 SCALES = (1, 2, 4, 8, 16, 32)
 
@@ -134,7 +134,7 @@ def test_identical_images_score_inf_and_one_without_warnings(photos):
 def fused(photos):
     """Six real photos (SSIM references are slow), their true, gray and mosaic inputs, and
     pu_quality_kernel of each input for all metrics and scales."""
-    from pupsnr_dask.transforms import gray_kernel, mosaic_kernel
+    from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel
 
     some = photos[:6]
     views = {"true": some, "gray": gray_kernel(some), "mosaic": mosaic_kernel(some)}

@@ -10,7 +10,7 @@ import scipy.stats as stats
 import xarray as xr
 
 from pupsnr_dask import query
-from pupsnr_dask.schema import open_store
+from pupsnr_dask.store.zarr_io import open_store
 
 
 @pytest.fixture(scope="module")

@@ -33,8 +33,11 @@ from clusters import (
 )
 from conftest import random_photo, write_image
 
-from pupsnr_dask import build_psnr_cube, ingest, run, schema
+from pupsnr_dask import build_psnr_cube, schema
+from pupsnr_dask import ingest_folder as ingest
+from pupsnr_dask import run_experiment as run
 from pupsnr_dask.cli import main
+from pupsnr_dask.store.zarr_io import open_store
 
 N_IMAGES = 40
 
@@ -109,7 +112,7 @@ def test_run_survives_sigkill_of_a_worker(long_store, tmp_path, capsys):
     assert f"PSNR of {N_IMAGES} images" in capsys.readouterr().out
     got = xr.open_zarr(results)
     with dask.config.set(scheduler="threads"):
-        expected = build_psnr_cube(schema.open_store(str(long_store), "images"), method="literal")
+        expected = build_psnr_cube(open_store(str(long_store), "images"), method="literal")
         expected = expected.compute()
     assert chunk_files(results) == n_chunks
     assert got[schema.IMAGE].values.tolist() == list(range(N_IMAGES))

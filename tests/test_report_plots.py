@@ -20,7 +20,7 @@ from pupsnr_dask.experiment import VARIANTS
 from pupsnr_dask.grid import pu_grid
 from pupsnr_dask.report import plots
 from pupsnr_dask.report.advice_plot import plot_advice
-from pupsnr_dask.schema import open_store
+from pupsnr_dask.store.zarr_io import open_store
 
 COFFEE = "skimage/coffee.png"
 

@@ -15,7 +15,7 @@ from pupsnr_dask.cli import main
 from pupsnr_dask.report import tables
 from pupsnr_dask.report.advice import format_advice
 from pupsnr_dask.report.summary import STATISTICS, format_summary, statistic_frame
-from pupsnr_dask.schema import open_store
+from pupsnr_dask.store.zarr_io import open_store
 
 FRAME = pd.DataFrame(
     {"scale": [1, 16], "mean": [24.614912345678903, float("inf")], "note": ["a<b & c", "∞"]}

@@ -1,14 +1,14 @@
 """Killed, repeated and concurrent writers: nothing lost, nothing twice, bit for bit.
 
 Each interruption kills a real process with SIGKILL at a named moment (the test hook
-``PUPSNR_KILL_AT``, see :func:`pupsnr_dask.durable.kill_point`), with its local Dask workers,
+``PUPSNR_KILL_AT`` of ``tests/killhook/sitecustomize.py``, at a durable moment that
+:func:`pupsnr_dask.store.journal.durable_moment` logs), with its local Dask workers,
 then runs the same command again and compares every file of the store with those of a run
 that was never interrupted.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -17,24 +17,28 @@ import sys
 from pathlib import Path
 
 import dask
+import killhook.sitecustomize as killhook
 import numpy as np
 import pytest
 import xarray as xr
 from conftest import random_photo, write_image
 from storefiles import files
 
-from pupsnr_dask import durable, ingest, run
+from pupsnr_dask import ingest_folder as ingest
+from pupsnr_dask import run_experiment as run
 from pupsnr_dask.cli import main
-from pupsnr_dask.durable import StoreLock, StoreLockedError
+from pupsnr_dask.store.fs import lock_path, partial_path
+from pupsnr_dask.store.lock import StoreLock, StoreLockedError
 
 SIZE, CHUNK = 32, 3
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part")
 
 API = {  # the same work as `pupsnr ingest/run`, on the synchronous scheduler (no cluster)
     "ingest": "import dask, sys; dask.config.set(scheduler='sync'); from pupsnr_dask import "
-    f"ingest; ingest(sys.argv[1], sys.argv[2], size={SIZE}, chunk_size={CHUNK}, progress=False)",
-    "run": "import dask, sys; dask.config.set(scheduler='sync'); from pupsnr_dask import run; "
-    "run(sys.argv[1], sys.argv[2], scales=[1, 2, 8], progress=False)",
+    f"ingest_folder; ingest_folder(sys.argv[1], sys.argv[2], size={SIZE}, "
+    f"chunk_size={CHUNK}, progress=False)",
+    "run": "import dask, sys; dask.config.set(scheduler='sync'); from pupsnr_dask import "
+    "run_experiment; run_experiment(sys.argv[1], sys.argv[2], scales=[1, 2, 8], progress=False)",
 }
 
 
@@ -64,7 +68,7 @@ def api_run(store: Path, results: Path, notes: list[str] | None = None):
 
 def kill_at(point: str, argv: list[str]) -> None:
     """Run ``argv`` in a session of its own until the kill point SIGKILLs it and its workers."""
-    env = {**os.environ, durable.KILL_ENV: point}
+    env = killhook.env(**{killhook.KILL_AT_ENV: point})
     proc = subprocess.run(
         argv, env=env, start_new_session=True, capture_output=True, text=True, timeout=300
     )
@@ -85,8 +89,8 @@ def stamps(store: Path) -> dict[str, int]:
 
 def assert_finished(store: Path, reference: Path) -> None:
     assert files(store) == files(reference)
-    assert not Path(durable.partial_path(str(store))).exists()
-    assert not Path(durable.lock_path(str(store))).exists()
+    assert not Path(partial_path(str(store))).exists()
+    assert not Path(lock_path(str(store))).exists()
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +123,7 @@ def test_killed_ingest_rerun_equals_an_uninterrupted_one(point, how, world, tmp_
         killed_cli(point, cli_ingest(world / "src", store))
     else:
         killed_api(point, "ingest", world / "src", store)
-    assert Path(durable.partial_path(str(store))).exists()
+    assert Path(partial_path(str(store))).exists()
     if point == "ingest:final-unit:1":  # the very command again (the others: the same function)
         assert main([*cli_ingest(world / "src", store), "--n-workers", "1", "-q"]) == 0
         out = capsys.readouterr().out
@@ -258,7 +262,7 @@ def test_resume_refuses_other_parameters_and_overwrite_starts_again(world, tmp_p
 
 
 HOLD = (
-    "import sys, time\nfrom pupsnr_dask.durable import StoreLock\n"
+    "import sys, time\nfrom pupsnr_dask.store.lock import StoreLock\n"
     "lock = StoreLock(sys.argv[1]).__enter__()\nprint('locked', flush=True)\ntime.sleep(600)\n"
 )
 
@@ -282,7 +286,7 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(world,
         for holder in holders:
             holder.kill()
             holder.wait(timeout=60)
-    assert Path(durable.lock_path(str(store))).exists()  # left behind by the dead holder
+    assert Path(lock_path(str(store))).exists()  # left behind by the dead holder
     summary = api_ingest(world / "src", store)
     assert f"took over the lock of a process that died (pid {holders[0].pid}" in summary.lines()[0]
     assert_finished(store, world / "images.zarr")

@@ -15,7 +15,8 @@ import xarray as xr
 from clusters import IMAGE_VARS, RESULT_VARS, assert_same_bits
 from dask.callbacks import Callback
 
-from pupsnr_dask import experiment, ingest, query, schema
+from pupsnr_dask import experiment, query, schema
+from pupsnr_dask import ingest_folder as ingest
 from pupsnr_dask.cli import main
 from pupsnr_dask.report.summary import format_summary
 
@@ -157,7 +158,9 @@ def test_storage_options_hidden_from_every_task(s3, tmp_path):
     store, results = f"s3://{BUCKET}/hidden/data.zarr", f"s3://{BUCKET}/hidden/psnr.zarr"
     with Record(), dask.config.set(scheduler="sync"):
         ingest(f"s3://{BUCKET}/src/sklearn", store, storage_options=options, progress=False)
-        experiment.run(store, results, scales=(2,), storage_options=options, progress=False)
+        experiment.run_experiment(
+            store, results, scales=(2,), storage_options=options, progress=False
+        )
     ingest_args = [args for key, args in seen if key.startswith("pupsnr-ingest")]
     assert ingest_args, [key for key, _ in seen]
     for args in ingest_args:  # the options travel with the task, credentials masked

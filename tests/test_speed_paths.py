@@ -22,15 +22,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pupsnr_dask import build_psnr_cube, open_images, run
-from pupsnr_dask.metrics import mse_kernel, pu_mse_kernel
-from pupsnr_dask.transforms import (
-    block_mean,
-    gray_kernel,
-    mosaic_kernel,
-    pu_kernel,
-    upsample_nearest,
-)
+from pupsnr_dask import build_psnr_cube, open_images
+from pupsnr_dask import run_experiment as run
+from pupsnr_dask.kernels.blocks import block_mean, upsample_nearest
+from pupsnr_dask.kernels.metrics import mse_kernel, pu_mse_kernel
+from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel, pu_kernel
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALES = (1, 2, 4, 8, 16, 32)
@@ -219,4 +215,3 @@ def test_benchmark_script_prints_its_table(tmp_path):
         assert row in out, row
     assert "images/s" in out and "targets" in out
     assert "max |dB difference| vs default path = 0.0e+00" in out
-

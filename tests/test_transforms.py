@@ -9,15 +9,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from pupsnr_dask.transforms import (
-    block_mean,
-    gray,
-    gray_kernel,
-    mosaic,
-    mosaic_kernel,
-    pu,
-    pu_kernel,
-)
+from pupsnr_dask.kernels.blocks import block_mean
+from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel, pu_kernel
+from pupsnr_dask.transforms import gray, mosaic, pu
 
 
 def test_pu_on_a_4x4_image_pooled_by_hand():

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import dask
 import fsspec
+import killhook.sitecustomize as killhook
 import numpy as np
 import pytest
 import xarray as xr
@@ -28,18 +29,17 @@ from badfiles import png_bytes
 from conftest import random_photo, write_image
 from PIL import Image, ImageOps
 
-from pupsnr_dask import durable, grid, ingest, run, schema
+from pupsnr_dask import grid, schema
+from pupsnr_dask import ingest_folder as ingest
+from pupsnr_dask import run_experiment as run
 from pupsnr_dask.cli import main
-from pupsnr_dask.durable import StoreLock, StoreLockedError
-from pupsnr_dask.ingest import (
-    MAX_PIXELS,
-    TooManyPixelsError,
-    decode_rgb,
-    load_resized,
-    load_source,
-)
+from pupsnr_dask.ingest import load_source
+from pupsnr_dask.kernels.image import MAX_PIXELS, TooManyPixelsError, decode_rgb, load_resized
 from pupsnr_dask.report import html as html_report
 from pupsnr_dask.report import plots
+from pupsnr_dask.store.fs import lock_path, redact_argv
+from pupsnr_dask.store.lock import UNREADABLE_HOLDER, StoreLock, StoreLockedError, describe
+from pupsnr_dask.store.zarr_io import open_store
 
 SIZE = 32
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part")
@@ -317,7 +317,7 @@ def scan_bomb(repeats: int) -> bytes:
 
 
 def test_a_jpeg_of_too_many_scans_is_rejected_unread(tmp_path):
-    from pupsnr_dask.ingest import jpeg_scan_count
+    from pupsnr_dask.kernels.image import jpeg_scan_count
 
     normal = scan_bomb(0)
     assert jpeg_scan_count(normal) == 10  # libjpeg's progressive script
@@ -338,7 +338,7 @@ def test_a_jpeg_of_too_many_scans_is_rejected_unread(tmp_path):
 
 
 def test_a_decode_needing_more_memory_than_the_budget_is_rejected_undecoded(tmp_path):
-    from pupsnr_dask.ingest import decode_bytes
+    from pupsnr_dask.kernels.image import decode_bytes
 
     path = tmp_path / "big.png"
     Image.fromarray(photo(14, 600, 800)).save(path)  # 480,000 pixels, RGB
@@ -401,30 +401,30 @@ def test_command_lines_are_recorded_with_their_credentials_hidden():
     hidden = json.dumps({"endpoint_url": "http://127.0.0.1:9", "key": "***", "secret": "***",
                          "client_kwargs": {"aws_session_token": "***"}})  # fmt: skip
     argv = ["pupsnr", "run", "s3://b/d.zarr", "--storage-options", options, "-q"]
-    assert schema.redact_argv(argv) == [*argv[:4], hidden, "-q"]
-    assert schema.redact_argv(["x", f"--storage-options={options}"]) == [
+    assert redact_argv(argv) == [*argv[:4], hidden, "-q"]
+    assert redact_argv(["x", f"--storage-options={options}"]) == [
         "x",
         f"--storage-options={hidden}",
     ]
-    assert schema.redact_argv(["x", "--storage-options", '{"secret": "S", ']) == [
+    assert redact_argv(["x", "--storage-options", '{"secret": "S", ']) == [
         "x",
         "--storage-options",
         "***",
     ]  # not JSON: hidden whole
-    assert schema.redact_argv(["x", options]) == ["x", hidden]  # a JSON object anywhere
-    assert schema.redact_argv(["x", "aws_secret_access_key=S", "size=3"]) == [
+    assert redact_argv(["x", options]) == ["x", hidden]  # a JSON object anywhere
+    assert redact_argv(["x", "aws_secret_access_key=S", "size=3"]) == [
         "x",
         "aws_secret_access_key=***",
         "size=3",
     ]
-    assert schema.redact_argv(["x", "ftp://me:S@host/d.zarr"]) == ["x", "ftp://me:***@host/d.zarr"]
+    assert redact_argv(["x", "ftp://me:S@host/d.zarr"]) == ["x", "ftp://me:***@host/d.zarr"]
 
 
 def killed(
     argv: list[str], point: str, env: dict[str, str], cwd: Path
 ) -> subprocess.CompletedProcess:
     """Run ``argv`` in a session of its own until the kill point SIGKILLs it (and its workers)."""
-    env = {**env, durable.KILL_ENV: point}
+    env = killhook.env(env, **{killhook.KILL_AT_ENV: point})
     proc = subprocess.run(argv, env=env, cwd=cwd, start_new_session=True, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == -signal.SIGKILL, f"not killed at {point}: {proc.stderr[-2000:]}"
@@ -564,7 +564,7 @@ def assert_nothing_holds_a_secret(fs, bucket: str, local: Path, outputs) -> None
 # -- 6. a lock file that a failed write left empty or broken ------------------------------------
 FULL_DISK_LOCK = """
 import resource, signal, sys
-from pupsnr_dask.durable import StoreLock
+from pupsnr_dask.store.lock import StoreLock
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
 resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
 try:
@@ -583,7 +583,7 @@ def test_a_lock_that_cannot_be_written_leaves_no_lock_file_behind(room, tmp_path
     proc = subprocess.run([sys.executable, "-c", FULL_DISK_LOCK, str(store), str(room)],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.stdout.strip() == "refused: File too large", proc.stderr
-    assert not Path(durable.lock_path(str(store))).exists()
+    assert not Path(lock_path(str(store))).exists()
     with StoreLock(str(store)) as lock:  # and the next writer goes ahead
         assert lock.taken_over is None
 
@@ -598,10 +598,8 @@ def test_an_empty_or_broken_lock_file_on_s3_is_taken_over(content, moto):
     url = f"s3://{bucket}/d.zarr"
     options = {"endpoint_url": endpoint, "key": "test", "secret": "test"}
     with StoreLock(url, options) as lock:
-        assert lock.taken_over == durable.UNREADABLE_HOLDER
-        assert durable.describe(lock.taken_over) == (
-            "a process that left an empty or unreadable lock file"
-        )
+        assert lock.taken_over == UNREADABLE_HOLDER
+        assert describe(lock.taken_over) == ("a process that left an empty or unreadable lock file")
         assert json.loads(fs.cat_file(f"{bucket}/d.zarr.lock"))["pid"] == os.getpid()
         with pytest.raises(StoreLockedError, match=f"pid {os.getpid()}"), StoreLock(url, options):
             pass
@@ -610,10 +608,10 @@ def test_an_empty_or_broken_lock_file_on_s3_is_taken_over(content, moto):
 
 def test_an_empty_lock_file_on_local_disk_does_not_block_a_writer(tmp_path):
     store = tmp_path / "d.zarr"
-    Path(durable.lock_path(str(store))).write_bytes(b"")
+    Path(lock_path(str(store))).write_bytes(b"")
     with StoreLock(str(store)):
         pass
-    assert not Path(durable.lock_path(str(store))).exists()
+    assert not Path(lock_path(str(store))).exists()
 
 
 # -- 5. strings from the data are text: escaped in HTML, never mathtext in plots ---------------
@@ -664,7 +662,7 @@ def drawn(text) -> str:
 def test_file_names_with_dollars_are_drawn_as_they_are(hostile_stores, tmp_path):
     store = str(hostile_stores / "d.zarr")
     assert main(["grid", store, "--image", "a$\\foo$b.png", "-o", str(tmp_path / "g.png")]) == 0
-    cells = grid.pu_grid(schema.open_store(store, "images"), "a$\\foo$b.png", ["true"], [1, 2])
+    cells = grid.pu_grid(open_store(store, "images"), "a$\\foo$b.png", ["true"], [1, 2])
     fig = plots.grid_figure(cells)
     plots.png_bytes(fig)  # drawn without a mathtext error
     title = drawn(fig._suptitle)

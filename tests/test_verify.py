@@ -14,11 +14,15 @@ import pytest
 import xarray as xr
 import zarr
 from conftest import random_photo, write_image
+from stores import write_store
 
-from pupsnr_dask import durable, ingest, run
+from pupsnr_dask import ingest_folder as ingest
+from pupsnr_dask import run_experiment as run
 from pupsnr_dask.cli import main
-from pupsnr_dask.schema import align_to_shards, write_store
-from pupsnr_dask.verify import missing_chunks, verify_store
+from pupsnr_dask.store.fs import partial_path
+from pupsnr_dask.store.integrity import missing_chunks
+from pupsnr_dask.store.zarr_io import align_to_shards, unit_bounds, write_unit
+from pupsnr_dask.verify import verify_store
 
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part")
 
@@ -85,7 +89,7 @@ IMAGE_DAMAGES = {
         "1 sources appear more than once",
     ),
     "unfinished": (
-        lambda p: Path(durable.partial_path(str(p))).mkdir(),
+        lambda p: Path(partial_path(str(p))).mkdir(),
         "is unfinished",
     ),
     "a foreign store": (
@@ -166,9 +170,9 @@ def test_resumable_writers_split_work_at_shard_boundaries(tmp_path):
     target = zarr.create_array(
         str(tmp_path / "t.zarr"), shape=(40, 4), chunks=(2, 4), shards=(8, 4), dtype="i8"
     )
-    unit = durable.write_unit(target)
+    unit = write_unit(target)
     assert unit == 8
-    bounds = durable.unit_bounds(5, 40, unit)  # an append after 5 existing rows
+    bounds = unit_bounds(5, 40, unit)  # an append after 5 existing rows
     assert all(a // unit == (b - 1) // unit for a, b in bounds)  # never two shards per task
     values = np.arange(160).reshape(40, 4)
 

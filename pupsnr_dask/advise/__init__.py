@@ -58,6 +58,7 @@ from pupsnr_dask.advise.predictions import (
     pair_predictions,
 )
 from pupsnr_dask.experiment import Split
+from pupsnr_dask.store.zarr_io import open_store
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -272,7 +273,7 @@ def _select(results: xr.Dataset, variant: str, split: Split) -> xr.Dataset:
 
 def _open_results(results: str | xr.Dataset, storage_options: dict[str, Any] | None) -> xr.Dataset:
     if isinstance(results, str):
-        return schema.open_store(results, "psnr", storage_options=storage_options)
+        return open_store(results, "psnr", storage_options=storage_options)
     if not isinstance(results, xr.Dataset):
         raise TypeError(f"results must be a path or an xr.Dataset, got {type(results).__name__}")
     schema.validate(results, "psnr", name="results")

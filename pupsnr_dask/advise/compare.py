@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pupsnr_dask import schema
-from pupsnr_dask.metrics import psnr_from_mse
+from pupsnr_dask.kernels.metrics import DATA_RANGE, psnr_from_mse
 from pupsnr_dask.query import t_half_width
 
 #: Level of the two-sided t-intervals.
@@ -48,10 +47,11 @@ NUMBER_LIMITS = (
     "img_true of these images); if the training log averages the MSE over images or batches before "
     "taking the log, compare it with the 'p_i of mean MSE' column instead, which is lower."
 )
+
 FEW_IMAGES = "Fewer than 2 paired images: no interval, so no verdict and no crossover."
 
 
-def psnr_ceiling_db(size: int, data_range: float = schema.DATA_RANGE) -> float:
+def psnr_ceiling_db(size: int, data_range: float = DATA_RANGE) -> float:
     """PSNR of the smallest non-zero error between uint8 ``size x size x 3`` images.
 
     Examples

@@ -26,7 +26,7 @@ from pupsnr_dask.advise.compare import (
     psnr_ceiling_db,
 )
 from pupsnr_dask.advise.matching import Matching
-from pupsnr_dask.metrics import psnr_from_mse
+from pupsnr_dask.kernels.metrics import psnr_from_mse
 
 #: The coordinate over ``scale`` holding the U-Net depth, ``log2(scale)``.
 DEPTH = "depth"

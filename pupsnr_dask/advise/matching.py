@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pupsnr_dask.ingest import image_extension
+from pupsnr_dask.kernels.image import image_extension
 
 #: How many names a report lists for each kind of mismatch.
 N_EXAMPLES = 5

@@ -24,16 +24,16 @@ from PIL import Image
 from pupsnr_dask import schema
 from pupsnr_dask.advise.matching import Matching, match_predictions
 from pupsnr_dask.cluster import compute
-from pupsnr_dask.ingest import (
+from pupsnr_dask.ingest import list_files
+from pupsnr_dask.kernels.image import (
     IMAGE_EXTENSIONS,
     decode_budget,
     decode_failure,
     decode_rgb,
     image_extension,
-    list_files,
     resize_lanczos,
 )
-from pupsnr_dask.metrics import psnr_kernel
+from pupsnr_dask.kernels.metrics import psnr_kernel
 
 #: Images per task when computing the output PSNR.
 DEFAULT_BATCH_SIZE = 32

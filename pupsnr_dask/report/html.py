@@ -15,7 +15,7 @@ jinja2 template ``templates/report.html.j2`` (every value HTML-escaped) with the
 
 Sections 3 and 4 need the pixels, from the images store: given explicitly, or found through
 the ``images_store`` attributes that :func:`pupsnr_dask.experiment.run` records (looked up by
-:func:`pupsnr_dask.locations.find_images_store`, through :func:`pupsnr_dask.query.images_store_of`).
+:func:`pupsnr_dask.zarr_io.images_store_of`, through :func:`pupsnr_dask.query.images_store_of`).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from pupsnr_dask import grid, query, schema
 from pupsnr_dask.cluster import compute
 from pupsnr_dask.experiment import Split
 from pupsnr_dask.report import plots, summary, tables
+from pupsnr_dask.store.zarr_io import open_store
 
 #: Images with the lowest and the highest PSNR shown per variant and scale.
 DEFAULT_TOP = 3
@@ -380,7 +381,7 @@ def write_html(
     tuple of str
         ``(output, note)``: the note says where the images came from, or why there are none.
     """
-    ds = schema.open_store(results, "psnr", storage_options=storage_options)
+    ds = open_store(results, "psnr", storage_options=storage_options)
     image_ds, images_name, note = query.images_store_of(
         ds, images, storage_options=storage_options, results_store=results
     )

@@ -1,18 +1,10 @@
-"""What makes writing a store safe to interrupt, to repeat and to share: locks and journals.
+"""Who is writing a store: ``STORE.lock``, taken for the duration of a ``with`` block.
 
-Every writer of a store ``STORE`` (a path or fsspec URL) uses two neighbours::
-
-    STORE.lock      who is writing STORE now: {"pid", "host", "started", "command"}
-                    (credentials hidden from the command; mode 0600 on a local disk)
-    STORE.partial/  the journal of unfinished work: a plan, one record per finished task
-
-:class:`StoreLock` takes ``STORE.lock`` for the duration of a ``with`` block; a second writer
-gets a :class:`StoreLockedError` naming the holder. On a local disk the lock is an ``flock`` on
-the lock file, so it dies with its process, even after SIGKILL; elsewhere (object storage) the
-file is created exclusively and a lock left by a dead process on the same host is taken over.
-
-Journal files are small JSON documents written atomically (:func:`write_json`): a reader sees
-either the whole document or none, so a record that exists always describes finished work.
+:class:`StoreLock` takes ``STORE.lock``; a second writer gets a :class:`StoreLockedError` naming
+the holder: ``{"pid", "host", "started", "command"}`` (credentials hidden from the command; mode
+0600 on a local disk). On a local disk the lock is an ``flock`` on the lock file, so it dies with
+its process, even after SIGKILL; elsewhere (object storage) the file is created exclusively and
+a lock left by a dead process on the same host is taken over.
 """
 
 from __future__ import annotations
@@ -21,39 +13,24 @@ import contextlib
 import json
 import os
 import posixpath
-import signal
 import socket
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-LOCK_SUFFIX = ".lock"
-PARTIAL_SUFFIX = ".partial"
-#: Test hook: the name of a :func:`kill_point` at which the process group is killed.
-KILL_ENV = "PUPSNR_KILL_AT"
+from pupsnr_dask.store.fs import lock_path, redact_argv, url_to_fs
 
 
 class StoreLockedError(OSError):
     """Another process holds the lock of a store."""
 
 
-def lock_path(store: str) -> str:
-    """``STORE.lock``: the lock file next to ``store``."""
-    return store.rstrip("/") + LOCK_SUFFIX
-
-
-def partial_path(store: str) -> str:
-    """``STORE.partial``: the journal of unfinished work on ``store``."""
-    return store.rstrip("/") + PARTIAL_SUFFIX
-
-
 #: Mode of a lock file on a local disk: it names the command, readable by its owner only.
 LOCK_FILE_MODE = 0o600
+
+
 #: ``taken_over`` of a lock whose file was empty or not valid JSON (a writer that died while
 #: writing it, on a full disk for instance).
 UNREADABLE_HOLDER = {"unreadable": True}
@@ -61,8 +38,6 @@ UNREADABLE_HOLDER = {"unreadable": True}
 
 def _holder_info() -> dict[str, Any]:
     """Who takes a lock: pid, host, start time and the command, its credentials hidden."""
-    from pupsnr_dask.schema import redact_argv
-
     return {
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -118,7 +93,7 @@ class StoreLock:
     def __init__(self, store: str, storage_options: dict[str, Any] | None = None) -> None:
         self.store = store
         self.path = lock_path(store)
-        self.fs, self._fspath = fsspec.core.url_to_fs(self.path, **(storage_options or {}))
+        self.fs, self._fspath = url_to_fs(self.path, storage_options)
         self.taken_over: dict[str, Any] | None = None
         self._fd: int | None = None
         self._info: dict[str, Any] = {}
@@ -267,97 +242,8 @@ def _parse_holder(data: bytes) -> dict[str, Any] | None:
 
 def read_lock_holder(store: str, storage_options: dict[str, Any] | None = None) -> dict | None:
     """Who holds (or last held) the lock of ``store`` according to its lock file, or None."""
-    fs, path = fsspec.core.url_to_fs(lock_path(store), **(storage_options or {}))
+    fs, path = url_to_fs(lock_path(store), storage_options)
     try:
         return _parse_holder(fs.cat_file(path))
     except FileNotFoundError:
         return None
-
-
-# -- journal files ---------------------------------------------------------------------------
-def write_json(url: str, obj: Any, storage_options: dict[str, Any] | None = None) -> None:
-    """Write ``obj`` as JSON at ``url`` atomically: readers see all of it or nothing.
-
-    On a local disk the document is written to a temporary name and renamed; object stores
-    replace a key in one request.
-    """
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    data = json.dumps(obj, allow_nan=True).encode()
-    if isinstance(fs, LocalFileSystem):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    else:
-        fs.pipe_file(path, data)
-
-
-def read_json(url: str, storage_options: dict[str, Any] | None = None) -> Any:
-    """The JSON document at ``url``, or None when it is missing or not valid JSON."""
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    try:
-        data = fs.cat_file(path)
-    except FileNotFoundError:
-        return None
-    try:
-        return json.loads(data.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-
-
-def list_names(url: str, storage_options: dict[str, Any] | None = None) -> list[str]:
-    """Names of the entries of the folder ``url`` (empty when it does not exist)."""
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    try:
-        return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
-    except FileNotFoundError:
-        return []
-
-
-def unit_bounds(start: int, stop: int, unit: int) -> list[tuple[int, int]]:
-    """Split ``[start, stop)`` at multiples of ``unit``: the regions parallel writers may own.
-
-    A region never shares a Zarr chunk (or shard) with another, so tasks writing different
-    regions in parallel never read-modify-write the same object.
-
-    Examples
-    --------
-    >>> unit_bounds(5, 14, 4)
-    [(5, 8), (8, 12), (12, 14)]
-    """
-    if unit < 1:
-        raise ValueError(f"unit must be >= 1, got {unit!r}")
-    out = []
-    a = start
-    while a < stop:
-        b = min(stop, (a // unit + 1) * unit)
-        out.append((a, b))
-        a = b
-    return out
-
-
-def write_unit(array: Any) -> int:
-    """Images per independent write of a Zarr array: its shard length, else its chunk length."""
-    shards = getattr(array, "shards", None)
-    return int(shards[0]) if shards else int(array.chunks[0])
-
-
-@contextlib.contextmanager
-def quiet_zarr_warnings() -> Iterator[None]:
-    """Silence zarr's notice that consolidated metadata is not part of the v3 spec."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        yield
-
-
-def kill_point(name: str) -> None:
-    """Test hook: SIGKILL this whole process group when ``$PUPSNR_KILL_AT`` equals ``name``.
-
-    The resume tests start ``pupsnr`` in a session of its own with this variable set, so that
-    it dies at a chosen moment (its local Dask workers with it), as after a power cut.
-    """
-    if os.environ.get(KILL_ENV) == name:
-        os.killpg(os.getpgrp(), signal.SIGKILL)

@@ -40,8 +40,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pupsnr_dask.schema import DATA_RANGE
-from pupsnr_dask.transforms import check_scale, fold_blocks, sum_dtype
+from pupsnr_dask.kernels.blocks import check_scale, fold_blocks, sum_dtype
+
+#: The range of uint8 pixel values: PSNR's peak signal.
+DATA_RANGE = 255
 
 
 def mse_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
