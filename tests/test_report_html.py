@@ -19,7 +19,8 @@ from pupsnr_dask import query
 from pupsnr_dask.cli import main
 from pupsnr_dask.report import html
 from pupsnr_dask.report.summary import STATISTICS, statistic_frame
-from pupsnr_dask.schema import StoreError, open_store
+from pupsnr_dask.schema import StoreError
+from pupsnr_dask.store.zarr_io import open_store
 
 
 @pytest.fixture(scope="module")
