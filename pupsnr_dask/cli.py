@@ -1,4 +1,4 @@
-"""The ``pupsnr`` command: ingest, run, report, demo.
+"""The ``pupsnr`` command: ingest, run, report, grid, advise, verify, demo, export.
 
 ``main(argv)`` returns an exit code: 0 on success; 2 for a usage or input error, a store, file,
 scheduler or storage endpoint that cannot be used (one line on standard error, no traceback);
@@ -196,6 +196,7 @@ def cli() -> None:
       pupsnr grid data.zarr --image 0 -o grid.png
       pupsnr advise psnr.zarr --predictions MODEL_OUTPUTS --variant gray
       pupsnr verify data.zarr
+      pupsnr export psnr.zarr -o table.parquet   # or .csv, .nc: one row per image
       pupsnr demo            # ingest, run, report on bundled sample photos
     """  # noqa: D301
 
@@ -682,6 +683,50 @@ def demo_cmd(
             )
         click.echo("")
         click.echo(format_summary(query.summarize(ds), "text"))
+
+
+@cli.command("export")
+@click.argument("results")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    metavar="FILE",
+    help="The table to write: FILE.parquet (needs pyarrow: pip install 'pupsnr-dask[parquet]'), "
+    "FILE.csv or FILE.nc (NetCDF), chosen by the extension.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace FILE when it exists.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@storage_option
+def export_cmd(
+    results: str,
+    output: str,
+    overwrite: bool,
+    quiet: bool,
+    storage_options: schema.StorageOptions | None,
+) -> None:
+    """Write the per-image table of RESULTS: one row per image x variant x scale.
+
+    Columns image, source, split, variant, scale, resolution, psnr, mse and every other
+    per-image metric of RESULTS, as stored, to join with a training log on source and scale.
+    A PSNR of +inf (an image identical to its PU transform) stays +inf in Parquet and NetCDF
+    and is written inf in CSV (NaN as nan); pandas reads both back as floats.
+    """
+    from pupsnr_dask import export
+
+    export.export_format(output)  # before opening anything
+    results = absolute(results)
+    ds = schema.open_store(results, "psnr", storage_options=storage_options)
+    written = export.write_table(
+        ds,
+        output,
+        overwrite=overwrite,
+        results_location=results,
+        storage_options=storage_options,
+        progress=False if quiet else None,
+    )
+    click.echo(f"{ds.sizes[schema.IMAGE]} images x {ds.sizes[schema.VARIANT]} variants x "
+               f"{ds.sizes[schema.SCALE]} scales written to {written}")  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
