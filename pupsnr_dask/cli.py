@@ -14,13 +14,14 @@ import re
 import sys
 import tempfile
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from pupsnr_dask import experiment, query, schema, verify
+from pupsnr_dask import experiment, helptext, query, schema, verify
 from pupsnr_dask.advise import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CONFIDENCE,
@@ -163,8 +164,11 @@ def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @contextlib.contextmanager
 def _cluster(scheduler: str | None, n_workers: int | None, quiet: bool) -> Iterator[None]:
     settings = click.get_current_context().meta.get(_CONNECT_META, {})
-    with connect(scheduler, n_workers=n_workers, quiet=quiet, **settings):
-        yield
+    with warnings.catch_warnings():
+        if quiet:  # distributed's "Port 8787 is already in use" (the dashboard moves)
+            warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
+        with connect(scheduler, n_workers=n_workers, quiet=quiet, **settings):
+            yield
 
 
 class _Interrupted(Exception):
@@ -172,6 +176,9 @@ class _Interrupted(Exception):
 
 
 class _Group(click.Group):
+    context_class = helptext.Context  # help never breaks inside --tls-cert
+    command_class = helptext.Command
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -411,8 +418,8 @@ def report_cmd(
     click.echo(format_summary(query.summarize(ds, split), fmt))
     progress = False if quiet else None
     if plot_file is not None:
-        plots.save_figure(plots.plot_psnr(ds, split, progress=progress), plot_file)
-        click.echo(f"pupsnr: plot written to {plot_file}", err=True)
+        written = plots.save_figure(plots.plot_psnr(ds, split, progress=progress), plot_file)
+        click.echo(f"pupsnr: plot written to {written}", err=True)
     if html_file is not None:
         with verify.damage_named(images, results, storage_options=storage_options):
             _, note = html.write_html(
@@ -477,9 +484,9 @@ def grid_cmd(
     ds = schema.open_store(store, "images", storage_options=storage_options)
     with verify.damage_named(store, storage_options=storage_options):
         cells = pu_grid(ds, image, variants, scales)
-    plots.save_figure(plots.grid_figure(cells), output, dpi=dpi)
+    written = plots.save_figure(plots.grid_figure(cells), output, dpi=dpi)
     where = f"image {cells.attrs['image']} ({cells.attrs['source']})"
-    click.echo(f"PU grid of {where} written to {output}")
+    click.echo(f"PU grid of {where} written to {written}")
 
 
 @cli.command("advise")
@@ -596,8 +603,8 @@ def advise_cmd(
         click.echo("\n".join(ds.attrs["matching_report"]), err=True)
     click.echo(format_advice(ds, fmt))
     if plot_path:
-        plot_advice(ds, plot_path)
-        click.echo(f"plot written to {plot_path}", err=True)
+        written = plots.save_figure(plot_advice(ds), plot_path)
+        click.echo(f"plot written to {written}", err=True)
 
 
 @cli.command("verify")
@@ -666,13 +673,16 @@ def demo_cmd(
     """Run ingest, run and report on sample photos bundled with installed packages."""
     from pupsnr_dask import samples
 
+    kept = (
+        "" if workdir else " (a temporary folder, deleted when the demo ends; --workdir keeps it)"
+    )
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pupsnr-")))
         workdir.mkdir(parents=True, exist_ok=True)
         src, store, results = workdir / "samples", workdir / "data.zarr", workdir / "psnr.zarr"
         copies = samples.write_samples(src)
-        click.echo(f"{len(copies)} sample images in {src}")
+        click.echo(f"{len(copies)} sample images in {src}{kept}")
         with _cluster(scheduler, n_workers, quiet):
             summary = ingest(
                 str(src), str(store), overwrite=True, progress=False if quiet else None
