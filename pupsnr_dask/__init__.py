@@ -50,14 +50,28 @@ def run(*args: Any, **kwargs: Any) -> xarray.Dataset:
     return run_experiment(*args, **kwargs)
 
 
-def open_images(store: str, **storage_options: object) -> xarray.Dataset:
-    """Open an images store lazily (see :mod:`pupsnr_dask.schema`)."""
-    return open_store(store, "images", storage_options=storage_options or None)
+def open_images(
+    store: str, storage_options: dict[str, Any] | None = None, **kwargs: Any
+) -> xarray.Dataset:
+    """Open an images store lazily (see :mod:`pupsnr_dask.schema`); fsspec ``storage_options``."""
+    return open_store(store, "images", storage_options=_options(storage_options, kwargs))
 
 
-def open_results(store: str, **storage_options: object) -> xarray.Dataset:
-    """Open a PSNR results store lazily (see :mod:`pupsnr_dask.schema`)."""
-    return open_store(store, "psnr", storage_options=storage_options or None)
+def open_results(
+    store: str, storage_options: dict[str, Any] | None = None, **kwargs: Any
+) -> xarray.Dataset:
+    """Open a PSNR results store lazily (see :mod:`pupsnr_dask.schema`); fsspec options."""
+    return open_store(store, "psnr", storage_options=_options(storage_options, kwargs))
+
+
+def _options(options: dict[str, Any] | None, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """``storage_options``, or the deprecated keyword spelling of them (with a warning)."""
+    if kwargs and options is not None:
+        raise TypeError("give storage_options={...} or keyword options, not both")
+    if kwargs:
+        warnings.warn("pass fsspec options as storage_options={...}; keyword options are "
+                      "deprecated", DeprecationWarning, stacklevel=3)  # fmt: skip
+    return options if options is not None else kwargs or None
 
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""The ``pupsnr`` command: ingest, run, report, demo.
+"""The ``pupsnr`` command: ingest, run, report, grid, advise, verify, demo, export.
 
 ``main(argv)`` returns an exit code: 0 on success; 2 for a usage or input error, a store, file,
 scheduler or storage endpoint that cannot be used (one line on standard error, no traceback);
@@ -14,13 +14,14 @@ import re
 import sys
 import tempfile
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from pupsnr_dask import experiment, query, schema, verify
+from pupsnr_dask import experiment, helptext, query, schema, verify
 from pupsnr_dask.advise import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CONFIDENCE,
@@ -165,8 +166,11 @@ def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @contextlib.contextmanager
 def _cluster(scheduler: str | None, n_workers: int | None, quiet: bool) -> Iterator[None]:
     settings = click.get_current_context().meta.get(_CONNECT_META, {})
-    with connect(scheduler, n_workers=n_workers, quiet=quiet, **settings):
-        yield
+    with warnings.catch_warnings():
+        if quiet:  # distributed's "Port 8787 is already in use" (the dashboard moves)
+            warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
+        with connect(scheduler, n_workers=n_workers, quiet=quiet, **settings):
+            yield
 
 
 class _Interrupted(Exception):
@@ -174,6 +178,9 @@ class _Interrupted(Exception):
 
 
 class _Group(click.Group):
+    context_class = helptext.Context  # help never breaks inside --tls-cert
+    command_class = helptext.Command
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -198,6 +205,7 @@ def cli() -> None:
       pupsnr grid data.zarr --image 0 -o grid.png
       pupsnr advise psnr.zarr --predictions MODEL_OUTPUTS --variant gray
       pupsnr verify data.zarr
+      pupsnr export psnr.zarr -o table.parquet   # or .csv, .nc: one row per image
       pupsnr demo            # ingest, run, report on bundled sample photos
     """  # noqa: D301
 
@@ -412,8 +420,8 @@ def report_cmd(
     click.echo(format_summary(query.summarize(ds, split), fmt))
     progress = False if quiet else None
     if plot_file is not None:
-        plots.save_figure(plots.plot_psnr(ds, split, progress=progress), plot_file)
-        click.echo(f"pupsnr: plot written to {plot_file}", err=True)
+        written = plots.save_figure(plots.plot_psnr(ds, split, progress=progress), plot_file)
+        click.echo(f"pupsnr: plot written to {written}", err=True)
     if html_file is not None:
         with damage_named(images, results, storage_options=storage_options):
             _, note = html.write_html(
@@ -478,9 +486,9 @@ def grid_cmd(
     ds = open_store(store, "images", storage_options=storage_options)
     with damage_named(store, storage_options=storage_options):
         cells = pu_grid(ds, image, variants, scales)
-    plots.save_figure(plots.grid_figure(cells), output, dpi=dpi)
+    written = plots.save_figure(plots.grid_figure(cells), output, dpi=dpi)
     where = f"image {cells.attrs['image']} ({cells.attrs['source']})"
-    click.echo(f"PU grid of {where} written to {output}")
+    click.echo(f"PU grid of {where} written to {written}")
 
 
 @cli.command("advise")
@@ -597,8 +605,8 @@ def advise_cmd(
         click.echo("\n".join(ds.attrs["matching_report"]), err=True)
     click.echo(format_advice(ds, fmt))
     if plot_path:
-        plot_advice(ds, plot_path)
-        click.echo(f"plot written to {plot_path}", err=True)
+        written = plots.save_figure(plot_advice(ds), plot_path)
+        click.echo(f"plot written to {written}", err=True)
 
 
 @cli.command("verify")
@@ -665,13 +673,16 @@ def demo_cmd(
     """Run ingest, run and report on sample photos bundled with installed packages."""
     from pupsnr_dask import samples
 
+    kept = (
+        "" if workdir else " (a temporary folder, deleted when the demo ends; --workdir keeps it)"
+    )
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pupsnr-")))
         workdir.mkdir(parents=True, exist_ok=True)
         src, store, results = workdir / "samples", workdir / "data.zarr", workdir / "psnr.zarr"
         copies = samples.write_samples(src)
-        click.echo(f"{len(copies)} sample images in {src}")
+        click.echo(f"{len(copies)} sample images in {src}{kept}")
         with _cluster(scheduler, n_workers, quiet):
             summary = ingest_folder(
                 str(src), str(store), overwrite=True, progress=False if quiet else None
@@ -682,6 +693,50 @@ def demo_cmd(
             )
         click.echo("")
         click.echo(format_summary(query.summarize(ds), "text"))
+
+
+@cli.command("export")
+@click.argument("results")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    metavar="FILE",
+    help="The table to write: FILE.parquet (needs pyarrow: pip install 'pupsnr-dask[parquet]'), "
+    "FILE.csv or FILE.nc (NetCDF), chosen by the extension.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace FILE when it exists.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@storage_option
+def export_cmd(
+    results: str,
+    output: str,
+    overwrite: bool,
+    quiet: bool,
+    storage_options: schema.StorageOptions | None,
+) -> None:
+    """Write the per-image table of RESULTS: one row per image x variant x scale.
+
+    Columns image, source, split, variant, scale, resolution, psnr, mse and every other
+    per-image metric of RESULTS, as stored, to join with a training log on source and scale.
+    A PSNR of +inf (an image identical to its PU transform) stays +inf in Parquet and NetCDF
+    and is written inf in CSV (NaN as nan); pandas reads both back as floats.
+    """
+    from pupsnr_dask import export
+
+    export.export_format(output)  # before opening anything
+    results = absolute(results)
+    ds = open_store(results, "psnr", storage_options=storage_options)
+    written = export.write_table(
+        ds,
+        output,
+        overwrite=overwrite,
+        results_location=results,
+        storage_options=storage_options,
+        progress=False if quiet else None,
+    )
+    click.echo(f"{ds.sizes[schema.IMAGE]} images x {ds.sizes[schema.VARIANT]} variants x "
+               f"{ds.sizes[schema.SCALE]} scales written to {written}")  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,6 +3,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
+import socket
 import subprocess
 import sys
 
@@ -116,3 +119,49 @@ def test_demo_console_script_end_to_end(tmp_path):
     ds = xr.open_zarr(tmp_path / "psnr.zarr")
     assert ds.sizes["image"] >= 10
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("columns", ["60", "80", "100"])
+def test_help_never_breaks_inside_a_word(columns, capsys, monkeypatch):
+    from pupsnr_dask.cli import cli
+
+    monkeypatch.setenv("COLUMNS", columns)
+    for name in ["", *cli.commands]:
+        assert main([name, "--help"] if name else ["--help"]) == 0
+        out = capsys.readouterr().out
+        broken = [line for line in out.splitlines() if re.search(r"\w-$", line)]
+        assert not broken, f"pupsnr {name} --help at {columns} columns: {broken}"
+
+
+def test_report_plot_says_the_file_it_wrote(results_store, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(results_store), "--plot", "p", "-q"]) == 0
+    assert (tmp_path / "p.png").is_file() and not (tmp_path / "p").exists()
+    assert "plot written to p.png" in capsys.readouterr().err
+
+
+def test_quiet_demo_says_its_folder_goes_and_hides_the_port_warning(tmp_path):
+    """-q silences distributed's "Port 8787 is already in use"; the temporary folder is named."""
+    busy = socket.socket()
+    busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        busy.bind(("127.0.0.1", 8787))
+        busy.listen()
+    except OSError:  # already in use by someone else: as good
+        pass
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pupsnr_dask", "demo", "-q", "--n-workers", "1"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+        )
+    finally:
+        busy.close()
+    assert proc.returncode == 0, proc.stderr
+    assert "already in use" not in proc.stderr, proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert "deleted when the demo ends" in first and "--workdir" in first
+    folder = re.search(r" in (\S+) ", first).group(1)
+    assert not os.path.exists(folder)

@@ -7,6 +7,7 @@ client side is the real s3fs/aiobotocore stack, in this process and in the worke
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 
 import dask
@@ -15,6 +16,7 @@ import xarray as xr
 from clusters import IMAGE_VARS, RESULT_VARS, assert_same_bits
 from dask.callbacks import Callback
 
+import pupsnr_dask
 from pupsnr_dask import experiment, query, schema
 from pupsnr_dask import ingest_folder as ingest
 from pupsnr_dask.cli import main
@@ -183,3 +185,35 @@ def test_bad_storage_options_are_one_line_without_the_value(value, message, caps
     err = capsys.readouterr().err
     assert message in err and "hunter2" not in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+# -- pp.open_images / pp.open_results take storage_options= like every other opener --------
+
+
+@pytest.fixture(scope="module")
+def s3_copies(s3, images_store, results_store):
+    """Copies of the sample images and results stores, for the openers."""
+    s3.fs.put(f"{images_store}/", f"{BUCKET}/open/data.zarr/", recursive=True)
+    s3.fs.put(f"{results_store}/", f"{BUCKET}/open/psnr.zarr/", recursive=True)
+    return f"s3://{BUCKET}/open/data.zarr", f"s3://{BUCKET}/open/psnr.zarr"
+
+
+def test_openers_take_a_storage_options_dict(s3, s3_copies, images_store, results_store):
+    images, results = s3_copies
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        ds = pupsnr_dask.open_images(images, storage_options=s3.options())
+        cube = pupsnr_dask.open_results(results, storage_options=s3.options())
+    xr.testing.assert_identical(ds.load(), xr.open_zarr(images_store).load())
+    xr.testing.assert_identical(cube.load(), xr.open_zarr(results_store).load())
+
+
+def test_openers_keyword_options_still_work_with_a_deprecation_warning(s3, s3_copies):
+    images, results = s3_copies
+    with pytest.warns(DeprecationWarning, match="storage_options="):
+        ds = pupsnr_dask.open_images(images, endpoint_url=s3.endpoint)
+    with pytest.warns(DeprecationWarning, match="storage_options="):
+        cube = pupsnr_dask.open_results(results, endpoint_url=s3.endpoint)
+    assert ds.sizes["image"] == cube.sizes["image"]
+    with pytest.raises(TypeError, match="not both"):
+        pupsnr_dask.open_results(results, storage_options=s3.options(), endpoint_url=s3.endpoint)

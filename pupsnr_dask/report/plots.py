@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -355,8 +356,13 @@ def plot_grid(
 
 
 def save_figure(fig: Any, path: str | Path, *, dpi: int = DEFAULT_DPI) -> Path:
-    """Write ``fig`` to ``path`` (format from the extension, e.g. ``.png``); return the path."""
+    """Write ``fig`` to ``path`` (format from the extension, e.g. ``.png``); return the path.
+
+    Without an extension, ``.png`` is added (as matplotlib would) and the returned path has it.
+    """
     path = Path(path)
+    if not os.path.splitext(path.name)[1].strip("."):
+        path = path.with_name(path.name.rstrip(".") + ".png")
     if path.parent and not path.parent.exists():
         raise FileNotFoundError(f"folder {str(path.parent)!r} of {str(path)!r} does not exist")
     fig.savefig(path, dpi=dpi)
