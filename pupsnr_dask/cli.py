@@ -409,7 +409,7 @@ def report_cmd(
     quiet: bool,
     storage_options: StorageOptions | None,
 ) -> None:
-    """Print mean PSNR by variant x scale (SPEC.md's table), with counts and spread."""
+    """Print mean PSNR by variant x scale (see docs/definitions.md), with counts and spread."""
     if images is not None and html_file is None:
         raise click.UsageError("--images is used only with --html")
     results, images = absolute(results), _absolute_or_none(images)
