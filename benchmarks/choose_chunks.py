@@ -105,7 +105,7 @@ def measure_chunks(n: int, workdir: Path, chunks: list[int]) -> list[tuple]:
                 for _ in range(2):
                     with get_task_stream(client) as ts:
                         t0 = time.perf_counter()
-                        experiment.run(
+                        experiment.run_experiment(
                             str(store), str(workdir / "r.zarr"), overwrite=True, progress=False
                         )
                         t = time.perf_counter() - t0

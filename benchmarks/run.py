@@ -339,7 +339,7 @@ def run_benchmark(
     shutil.rmtree(workdir / "one.zarr", ignore_errors=True)
 
     def default_run() -> Any:
-        return experiment.run(store, results, overwrite=True, progress=False)
+        return experiment.run_experiment(store, results, overwrite=True, progress=False)
 
     def cube_only() -> Any:
         out = str(workdir / "cube.zarr")
@@ -407,7 +407,7 @@ def run_benchmark(
         literal = str(workdir / "literal.zarr")
         t, tasks, _ = count_tasks(
             client,
-            lambda: experiment.run(
+            lambda: experiment.run_experiment(
                 store, literal, method="literal", overwrite=True, progress=False
             ),
         )
@@ -431,7 +431,7 @@ def run_benchmark(
         with sampler as rss:
             t, _ = best_of(
                 1,
-                lambda: experiment.run(
+                lambda: experiment.run_experiment(
                     big, str(workdir / "psnr10.zarr"), overwrite=True, progress=False
                 ),
             )
