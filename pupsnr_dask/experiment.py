@@ -23,7 +23,7 @@ from pupsnr_dask.kernels.blocks import check_scale
 from pupsnr_dask.kernels.metrics import DATA_RANGE, mse_kernel, psnr_from_mse, pu_mse_kernel
 from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel, pu_kernel, true_kernel
 from pupsnr_dask.store.fs import (
-    check_output,
+    check_store_output,
     lock_path,
     parse_storage_options,
     partial_path,
@@ -241,15 +241,14 @@ def run_experiment(
         The results store, reopened lazily.
     """
     storage_options = parse_storage_options(storage_options)  # credentials hidden in logs
-    for name, where in (("RESULTS", results), ("RESULTS.partial", partial_path(results))):
-        check_output(
-            where,
-            store,
-            output_name=name,
-            source_name="the images store",
-            overwrite=overwrite,
-            storage_options=storage_options,
-        )
+    check_store_output(
+        results,
+        store,
+        output_name="RESULTS",
+        source_name="the images store",
+        overwrite=overwrite,
+        storage_options=storage_options,
+    )
     images = open_store(store, "images", storage_options=storage_options)
     cube = build_psnr_cube(images, variants, scales, method=method)
     # Where img_true lives, for tools that need the pixels again (advise, HTML report, verify):

@@ -60,7 +60,7 @@ from pupsnr_dask.kernels.image import (
 from pupsnr_dask.store.codecs import compressors, quiet_zarr_warnings
 from pupsnr_dask.store.fs import (
     PARTIAL_SUFFIX,
-    check_output,
+    check_store_output,
     list_names,
     lock_path,
     parse_storage_options,
@@ -453,16 +453,15 @@ def ingest_folder(
     """
     _check_ingest_args(size, threshold, test_count, chunk_size)
     storage_options = parse_storage_options(storage_options)  # credentials hidden in logs
-    for name, where in (("STORE", store), ("STORE.partial", partial_path(store))):
-        check_output(
-            where,
-            src,
-            output_name=name,
-            source_name="SRC",
-            overwrite=overwrite,
-            refuse_inside=False,
-            storage_options=storage_options,
-        )
+    check_store_output(
+        store,
+        src,
+        output_name="STORE",
+        source_name="SRC",
+        overwrite=overwrite,
+        refuse_inside=False,
+        storage_options=storage_options,
+    )
     skipped: list[str] = []
     sources = list_files(src, storage_options, skipped=skipped)
     if not sources:

@@ -320,6 +320,29 @@ def relation(a: str, b: str, storage_options: Mapping[str, Any] | None = None) -
     return None
 
 
+def check_store_output(
+    output: str,
+    source: str,
+    *,
+    output_name: str,
+    source_name: str,
+    overwrite: bool,
+    refuse_inside: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
+) -> None:
+    """:func:`check_output` for a store and its journal ``OUTPUT.partial``, both written."""
+    for name, where in ((output_name, output), (f"{output_name}.partial", partial_path(output))):
+        check_output(
+            where,
+            source,
+            output_name=name,
+            source_name=source_name,
+            overwrite=overwrite,
+            refuse_inside=refuse_inside,
+            storage_options=storage_options,
+        )
+
+
 def check_output(
     output: str,
     source: str,
