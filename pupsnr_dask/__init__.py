@@ -2,32 +2,80 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
 import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import xarray
 
+    from pupsnr_dask.ingest import IngestSummary
+
 from pupsnr_dask._version import __version__
-from pupsnr_dask.advise import advise, advise_depths
-from pupsnr_dask.cluster import compute, connect
-from pupsnr_dask.experiment import SCALES, VARIANTS, build_psnr_cube, run_experiment
-from pupsnr_dask.grid import pu_grid
-from pupsnr_dask.ingest import IngestSummary, ingest_folder
-from pupsnr_dask.kernels.image import color_score, load_resized
-from pupsnr_dask.kernels.metrics import mse_kernel, psnr_from_mse, psnr_kernel, pu_mse_kernel
-from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel, pu_kernel
-from pupsnr_dask.query import (
-    by_split,
-    extremes,
-    select_split,
-    summarize,
-    summary_table,
-    with_image_coords,
-)
-from pupsnr_dask.schema import StoreError
-from pupsnr_dask.store.zarr_io import open_store
-from pupsnr_dask.transforms import gray, mosaic, pu
+
+#: The public names, by the module that defines them. They are imported on first use
+#: (PEP 562), so that ``import pupsnr_dask`` -- and the ``pupsnr`` command's ``--help`` and
+#: argument errors -- cost no dask, xarray or zarr import.
+_EXPORTS: dict[str, str] = {
+    "advise": "pupsnr_dask.advise",
+    "advise_depths": "pupsnr_dask.advise",
+    "compute": "pupsnr_dask.cluster",
+    "connect": "pupsnr_dask.cluster",
+    "SCALES": "pupsnr_dask.experiment",
+    "VARIANTS": "pupsnr_dask.experiment",
+    "build_psnr_cube": "pupsnr_dask.experiment",
+    "run_experiment": "pupsnr_dask.experiment",
+    "pu_grid": "pupsnr_dask.grid",
+    "IngestSummary": "pupsnr_dask.ingest",
+    "ingest_folder": "pupsnr_dask.ingest",
+    "color_score": "pupsnr_dask.kernels.image",
+    "load_resized": "pupsnr_dask.kernels.image",
+    "mse_kernel": "pupsnr_dask.kernels.metrics",
+    "psnr_from_mse": "pupsnr_dask.kernels.metrics",
+    "psnr_kernel": "pupsnr_dask.kernels.metrics",
+    "pu_mse_kernel": "pupsnr_dask.kernels.metrics",
+    "gray_kernel": "pupsnr_dask.kernels.variants",
+    "mosaic_kernel": "pupsnr_dask.kernels.variants",
+    "pu_kernel": "pupsnr_dask.kernels.variants",
+    "by_split": "pupsnr_dask.query",
+    "extremes": "pupsnr_dask.query",
+    "select_split": "pupsnr_dask.query",
+    "summarize": "pupsnr_dask.query",
+    "summary_table": "pupsnr_dask.query",
+    "with_image_coords": "pupsnr_dask.query",
+    "StoreError": "pupsnr_dask.schema",
+    "open_store": "pupsnr_dask.store.zarr_io",
+    "gray": "pupsnr_dask.transforms",
+    "mosaic": "pupsnr_dask.transforms",
+    "pu": "pupsnr_dask.transforms",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """The package module, whose ``ingest`` and ``advise`` stay the deprecated functions.
+
+    Importing the submodule ``pupsnr_dask.ingest`` would otherwise rebind the attribute to
+    the module (it did not when this file imported everything eagerly).
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _ALIASES and isinstance(value, types.ModuleType):
+            return  # the module stays in sys.modules, where ``from ... import`` finds it
+        super().__setattr__(name, value)
 
 
 def ingest(*args: Any, **kwargs: Any) -> IngestSummary:
@@ -39,7 +87,7 @@ def ingest(*args: Any, **kwargs: Any) -> IngestSummary:
     warnings.warn(
         "pupsnr_dask.ingest() is deprecated: use ingest_folder", DeprecationWarning, stacklevel=2
     )
-    return ingest_folder(*args, **kwargs)
+    return _lib("pupsnr_dask.ingest").ingest_folder(*args, **kwargs)
 
 
 def run(*args: Any, **kwargs: Any) -> xarray.Dataset:
@@ -47,21 +95,29 @@ def run(*args: Any, **kwargs: Any) -> xarray.Dataset:
     warnings.warn(
         "pupsnr_dask.run() is deprecated: use run_experiment", DeprecationWarning, stacklevel=2
     )
-    return run_experiment(*args, **kwargs)
+    return _lib("pupsnr_dask.experiment").run_experiment(*args, **kwargs)
 
 
 def open_images(
     store: str, storage_options: dict[str, Any] | None = None, **kwargs: Any
 ) -> xarray.Dataset:
     """Open an images store lazily (see :mod:`pupsnr_dask.schema`); fsspec ``storage_options``."""
-    return open_store(store, "images", storage_options=_options(storage_options, kwargs))
+    return _lib("pupsnr_dask.store.zarr_io").open_store(
+        store, "images", storage_options=_options(storage_options, kwargs)
+    )
 
 
 def open_results(
     store: str, storage_options: dict[str, Any] | None = None, **kwargs: Any
 ) -> xarray.Dataset:
     """Open a PSNR results store lazily (see :mod:`pupsnr_dask.schema`); fsspec options."""
-    return open_store(store, "psnr", storage_options=_options(storage_options, kwargs))
+    return _lib("pupsnr_dask.store.zarr_io").open_store(
+        store, "psnr", storage_options=_options(storage_options, kwargs)
+    )
+
+
+def _lib(module: str) -> types.ModuleType:
+    return importlib.import_module(module)
 
 
 def _options(options: dict[str, Any] | None, kwargs: dict[str, Any]) -> dict[str, Any] | None:
@@ -73,6 +129,9 @@ def _options(options: dict[str, Any] | None, kwargs: dict[str, Any]) -> dict[str
                       "deprecated", DeprecationWarning, stacklevel=3)  # fmt: skip
     return options if options is not None else kwargs or None
 
+
+_ALIASES = ("advise", "ingest", "run")  # also the names of submodules (but run)
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "SCALES",

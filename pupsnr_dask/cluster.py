@@ -31,19 +31,16 @@ from typing import Any
 
 import dask
 
+# the connection defaults and environment variables (TLS_ENV: by parameter of :func:`connect`)
+from pupsnr_dask.defaults import (
+    DEFAULT_NO_WORKER_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    NO_WORKER_TIMEOUT_ENV,
+    SCHEDULER_ENV,
+    TLS_ENV,
+)
 from pupsnr_dask.store.fs import StorageOptions, url_to_fs
 
-SCHEDULER_ENV = "PUPSNR_SCHEDULER"
-#: Environment variables naming the TLS files, by parameter of :func:`connect`.
-TLS_ENV = {
-    "tls_ca_file": "PUPSNR_TLS_CA_FILE",
-    "tls_cert": "PUPSNR_TLS_CERT",
-    "tls_key": "PUPSNR_TLS_KEY",
-}
-DEFAULT_TIMEOUT = 30.0
-NO_WORKER_TIMEOUT_ENV = "PUPSNR_NO_WORKER_TIMEOUT"
-#: Seconds a computation waits while the cluster has no worker at all before it gives up.
-DEFAULT_NO_WORKER_TIMEOUT = 60.0
 #: How often a waiting computation asks the scheduler how many workers it has, in seconds.
 POLL_INTERVAL = 0.5
 #: Added to the environment of local worker processes. distributed sets MALLOC_TRIM_THRESHOLD_,

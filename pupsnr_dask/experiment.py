@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -19,6 +19,7 @@ from dask.base import tokenize
 from pupsnr_dask import schema
 from pupsnr_dask._version import __version__
 from pupsnr_dask.cluster import check_workers_see, compute
+from pupsnr_dask.defaults import DEFAULT_SCALES, Method
 from pupsnr_dask.kernels.blocks import check_scale
 from pupsnr_dask.kernels.metrics import DATA_RANGE, mse_kernel, psnr_from_mse, pu_mse_kernel
 from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel, pu_kernel, true_kernel
@@ -66,11 +67,9 @@ VARIANTS: dict[str, Kernel] = {
     "mosaic": mosaic_kernel,
 }
 #: PU scales: 256 -> 256, 128, 64, 32, 16, 8 pixels (U-Net depth 0 ... 5).
-SCALES: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+SCALES: tuple[int, ...] = DEFAULT_SCALES
 METHODS = schema.METHODS
 assert tuple(VARIANTS) == schema.VARIANT_NAMES, "schema.VARIANT_NAMES names the kernels of VARIANTS"
-Method = Literal["moments", "literal"]
-Split = Literal["train", "test", "all"]
 
 
 def check_selection(

@@ -46,6 +46,7 @@ from dask.base import tokenize
 from pupsnr_dask import schema
 from pupsnr_dask._version import __version__
 from pupsnr_dask.cluster import WORKER_DIED, check_workers_see, compute, compute_each
+from pupsnr_dask.defaults import DEFAULT_CHUNK_SIZE, DEFAULT_SIZE, DEFAULT_THRESHOLD
 from pupsnr_dask.experiment import SCALES
 from pupsnr_dask.kernels.image import (
     IMAGE_EXTENSIONS,
@@ -89,15 +90,6 @@ from pupsnr_dask.store.journal import (
 )
 from pupsnr_dask.store.lock import StoreLock, describe
 from pupsnr_dask.store.zarr_io import create_store, open_store, unit_bounds, write_unit
-
-DEFAULT_SIZE = 256
-
-
-DEFAULT_THRESHOLD = 0.995
-
-
-DEFAULT_CHUNK_SIZE = schema.DEFAULT_CHUNK_SIZE
-
 
 #: zstd level of the stored pixels (staging and final). Measured on photos (see
 #: benchmarks/RESULTS.md): level 1 keeps 95 % of the compression of zarr's default (level 3)

@@ -53,6 +53,8 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
+from pupsnr_dask.defaults import DEFAULT_SIZE
+
 Layout = Literal["NCHW", "NHWC"]
 Range = Literal["unit", "signed", "uint8"]
 Kernel = Callable[[np.ndarray], np.ndarray]
@@ -62,7 +64,6 @@ RANGES: tuple[str, ...] = ("unit", "signed", "uint8")
 #: What each range means, for messages and help texts.
 RANGE_MEANINGS = {"unit": "float [0, 1]", "signed": "float [-1, 1]", "uint8": "[0, 255]"}
 DEFAULT_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
-DEFAULT_SIZE = 256
 #: ONNX ``metadata_props`` keys a model may declare its conventions with.
 METADATA_KEYS = {
     "layout": "pupsnr.layout",

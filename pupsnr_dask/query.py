@@ -23,7 +23,7 @@ import xarray as xr
 
 from pupsnr_dask import schema
 from pupsnr_dask.cluster import compute
-from pupsnr_dask.experiment import Split
+from pupsnr_dask.defaults import Split
 from pupsnr_dask.kernels.metrics import psnr_from_mse
 from pupsnr_dask.store import zarr_io
 from pupsnr_dask.store.zarr_io import open_store

@@ -28,6 +28,8 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
+from pupsnr_dask import defaults
+
 IMAGE = "image"
 
 
@@ -82,15 +84,15 @@ RESOLUTION = "resolution"
 IMAGE_COORDS = (SOURCE, COLOR_SCORE, SPLIT, ORIGINAL_WIDTH, ORIGINAL_HEIGHT)
 
 
-SPLITS = ("train", "test")
+SPLITS = defaults.SPLITS
 #: The variants a results store may hold (their kernels: :data:`pupsnr_dask.experiment.VARIANTS`).
 VARIANT_NAMES = ("true", "gray", "mosaic")
 #: How a results store's MSE was computed (its ``method`` attribute).
-METHODS = ("moments", "literal")
+METHODS = defaults.METHODS
 
 
 #: Images per chunk along ``image`` (and per ingest task); 32 measured best (benchmarks/RESULTS.md).
-DEFAULT_CHUNK_SIZE = 32
+DEFAULT_CHUNK_SIZE = defaults.DEFAULT_CHUNK_SIZE
 
 
 KIND_ATTR = "pupsnr_kind"

@@ -29,6 +29,7 @@ import numpy as np
 
 from pupsnr_dask import schema
 from pupsnr_dask.cluster import compute
+from pupsnr_dask.defaults import DEFAULT_RECOMPUTE
 from pupsnr_dask.experiment import cube_kernel
 from pupsnr_dask.ingest import duplicate_warnings, pixel_digests
 from pupsnr_dask.kernels.metrics import psnr_from_mse
@@ -44,9 +45,6 @@ from pupsnr_dask.store.integrity import (
     unfinished,
 )
 from pupsnr_dask.store.zarr_io import images_store_of, open_store
-
-#: Image chunks of a results store recomputed by default.
-DEFAULT_RECOMPUTE = 3
 
 
 @dataclass

@@ -259,7 +259,7 @@ def test_cli_defaults_are_the_library_constants():
     from pupsnr_dask.report import html, plots
 
     def default(command: str, option: str):
-        params = {p.name: p for p in cli.commands[command].params}
+        params = {p.name: p for p in cli.get_command(None, command).params}
         return params[option].default
 
     assert default("advise", "confidence") == DEFAULT_CONFIDENCE
@@ -267,6 +267,4 @@ def test_cli_defaults_are_the_library_constants():
     assert default("advise", "margin_db") == DEFAULT_MARGIN_DB
     assert default("report", "top") == html.DEFAULT_TOP
     assert default("grid", "dpi") == plots.DEFAULT_DPI
-    assert (
-        cli.commands["grid"].params[[p.name for p in cli.commands["grid"].params].index("dpi")].help
-    )
+    assert {p.name: p for p in cli.get_command(None, "grid").params}["dpi"].help

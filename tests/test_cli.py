@@ -123,10 +123,10 @@ def test_demo_console_script_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("columns", ["60", "80", "100"])
 def test_help_never_breaks_inside_a_word(columns, capsys, monkeypatch):
-    from pupsnr_dask.cli import cli
+    from pupsnr_dask.cli import COMMANDS
 
     monkeypatch.setenv("COLUMNS", columns)
-    for name in ["", *cli.commands]:
+    for name in ["", *COMMANDS]:
         assert main([name, "--help"] if name else ["--help"]) == 0
         out = capsys.readouterr().out
         broken = [line for line in out.splitlines() if re.search(r"\w-$", line)]
@@ -165,3 +165,30 @@ def test_quiet_demo_says_its_folder_goes_and_hides_the_port_warning(tmp_path):
     assert "deleted when the demo ends" in first and "--workdir" in first
     folder = re.search(r" in (\S+) ", first).group(1)
     assert not os.path.exists(folder)
+
+
+def test_group_help_lists_each_command_by_its_own_first_line():
+    """``pupsnr --help`` is printed without importing the commands, from COMMANDS."""
+    from pupsnr_dask.cli import COMMANDS, cli
+
+    for name, (_, line) in COMMANDS.items():
+        command = cli.get_command(None, name)
+        assert command is not None and command.name == name
+        assert (command.help or "").splitlines()[0] == line, name
+
+
+def test_help_and_argument_errors_import_no_heavy_library():
+    """--help and an argument error answer before dask, xarray, zarr or distributed load."""
+    probe = (
+        "import sys\n"
+        "from pupsnr_dask.cli import main\n"
+        "for argv in (['--help'], ['run', '--help'], ['report', '--format', 'nope', 'r.zarr']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = sorted(m for m in ('dask', 'xarray', 'zarr', 'distributed') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr

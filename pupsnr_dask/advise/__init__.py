@@ -57,7 +57,7 @@ from pupsnr_dask.advise.predictions import (
     compute_output_psnr,
     pair_predictions,
 )
-from pupsnr_dask.experiment import Split
+from pupsnr_dask.defaults import Split
 from pupsnr_dask.store.zarr_io import open_store
 
 __all__ = [

@@ -13,13 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from pupsnr_dask.defaults import DEFAULT_CONFIDENCE, DEFAULT_MARGIN_DB
 from pupsnr_dask.kernels.metrics import DATA_RANGE, psnr_from_mse
 from pupsnr_dask.query import t_half_width
-
-#: Level of the two-sided t-intervals.
-DEFAULT_CONFIDENCE = 0.95
-#: dB by which the output must beat p_i to count (0: any significant gain).
-DEFAULT_MARGIN_DB = 0.0
 
 BEATEN = "beaten: the output holds more than this skip carries"
 AS_GOOD = "as good: a skip copy at this depth would do as well"

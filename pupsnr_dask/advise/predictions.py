@@ -24,6 +24,7 @@ from PIL import Image
 from pupsnr_dask import schema
 from pupsnr_dask.advise.matching import Matching, match_predictions
 from pupsnr_dask.cluster import compute
+from pupsnr_dask.defaults import DEFAULT_BATCH_SIZE
 from pupsnr_dask.ingest import list_files
 from pupsnr_dask.kernels.image import (
     IMAGE_EXTENSIONS,
@@ -34,9 +35,6 @@ from pupsnr_dask.kernels.image import (
     resize_lanczos,
 )
 from pupsnr_dask.kernels.metrics import psnr_kernel
-
-#: Images per task when computing the output PSNR.
-DEFAULT_BATCH_SIZE = 32
 
 #: ``(index in batch, "resized" | "unreadable", detail)`` for each prediction of a batch.
 Notes = list[tuple[int, str, str]]

@@ -14,7 +14,8 @@ import xarray as xr
 
 from pupsnr_dask import schema
 from pupsnr_dask.advise import DEPTH
-from pupsnr_dask.report.tables import Format, check_format, format_value, render
+from pupsnr_dask.defaults import Format
+from pupsnr_dask.report.tables import check_format, format_value, render
 
 #: Column headings of the text and markdown tables.
 COLUMNS = {

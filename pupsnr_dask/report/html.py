@@ -36,12 +36,10 @@ from PIL import Image
 
 from pupsnr_dask import grid, query, schema
 from pupsnr_dask.cluster import compute
-from pupsnr_dask.experiment import Split
+from pupsnr_dask.defaults import DEFAULT_TOP, Split
 from pupsnr_dask.report import plots, summary, tables
 from pupsnr_dask.store.zarr_io import open_store
 
-#: Images with the lowest and the highest PSNR shown per variant and scale.
-DEFAULT_TOP = 3
 #: Grids drawn at most; more extreme images are listed without one (a grid is ~150 kB).
 MAX_GRIDS = 40
 THUMBNAIL_PX = 72

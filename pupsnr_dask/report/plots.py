@@ -28,10 +28,10 @@ import numpy as np
 import xarray as xr
 
 from pupsnr_dask import grid, query, schema
-from pupsnr_dask.experiment import SCALES, VARIANTS, Split
+from pupsnr_dask.defaults import DEFAULT_DPI, Split
+from pupsnr_dask.experiment import SCALES, VARIANTS
 
 INSTALL_HINT = 'plots need matplotlib: pip install "pupsnr-dask[plot]"'
-DEFAULT_DPI = 100
 
 
 def require_matplotlib() -> Any:

@@ -20,7 +20,8 @@ import pandas as pd
 import xarray as xr
 
 from pupsnr_dask import schema
-from pupsnr_dask.report.tables import Format, check_format, format_value, render
+from pupsnr_dask.defaults import Format
+from pupsnr_dask.report.tables import check_format, format_value, render
 
 #: The statistics of :func:`pupsnr_dask.query.summarize` that the tables show, with titles.
 STATISTICS = {

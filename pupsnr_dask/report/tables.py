@@ -23,9 +23,8 @@ from typing import Any, Literal
 import jinja2
 import pandas as pd
 
-Format = Literal["text", "markdown", "csv", "json"]
-#: The formats of the command line's ``--format``.
-FORMATS: tuple[Format, ...] = ("text", "markdown", "csv", "json")
+from pupsnr_dask.defaults import FORMATS
+
 TableFormat = Literal["text", "markdown", "csv", "json", "html"]
 TABLE_FORMATS: tuple[TableFormat, ...] = (*FORMATS, "html")
 

@@ -1,0 +1,147 @@
+"""What the commands share: option declarations, argument parsing, the cluster they run on.
+
+This module and the command modules import only click and :mod:`pupsnr_dask.defaults` at top
+level, so that ``--help`` and argument errors answer before dask, xarray or zarr are imported;
+each command imports the library it calls inside its function (the one place in the package
+where that is done, see README "Layout").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import click
+
+from pupsnr_dask.defaults import (
+    DEFAULT_NO_WORKER_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    NO_WORKER_TIMEOUT_ENV,
+    SCHEDULER_ENV,
+    STORAGE_OPTIONS_ENV,
+    TLS_ENV,
+)
+
+_CONNECT_META = "pupsnr.connect"
+
+
+def csv_list(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, str], tuple]:
+    """A click callback parsing a comma-separated list of ``kind``."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple:
+        try:
+            return tuple(kind(v.strip()) for v in value.split(",") if v.strip())
+        except ValueError as err:
+            raise click.BadParameter(f"{value!r}: {err}") from err
+
+    return parse
+
+
+def absolute(location: str) -> str:
+    """A local path made absolute; URLs unchanged (:func:`pupsnr_dask.store.fs.absolute`)."""
+    from pupsnr_dask.store.fs import absolute as absolute_location
+
+    return absolute_location(location)
+
+
+def absolute_or_none(location: str | None) -> str | None:
+    """:func:`absolute`, or None for None."""
+    return None if location is None else absolute(location)
+
+
+def _connect_option(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """Keep a connection setting for :func:`cluster_context` (not passed to the command)."""
+    ctx.meta.setdefault(_CONNECT_META, {})[param.name] = value
+
+
+def _storage_options(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    from pupsnr_dask.store.fs import parse_storage_options
+
+    try:
+        return parse_storage_options(value)
+    except ValueError as err:  # one line, exit 2 (see main), and the value is not repeated
+        raise ValueError(f"--storage-options: {err}") from None
+
+
+def storage_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``--storage-options`` option of the commands that read or write stores."""
+    return click.option(
+        "--storage-options",
+        envvar=STORAGE_OPTIONS_ENV,
+        default=None,
+        metavar="JSON",
+        callback=_storage_options,
+        help="fsspec options for fsspec URLs such as s3://bucket/data.zarr, as a JSON object, "
+        f'e.g. {{"endpoint_url": "http://127.0.0.1:9000"}} (or ${STORAGE_OPTIONS_ENV}). '
+        "Credentials are best left to the environment (AWS_ACCESS_KEY_ID, ...); they are never "
+        "written to stores or shown.",
+    )(f)
+
+
+def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by the commands that compute on a Dask cluster."""
+    for name, what in (
+        ("tls_key", "private key of --tls-cert"),
+        ("tls_cert", "certificate of this client"),
+        ("tls_ca_file", "certificate authority"),
+    ):
+        f = click.option(
+            "--" + name.replace("_", "-"),
+            default=None,  # connect() reads $PUPSNR_TLS_*, for tls:// addresses only
+            metavar="PEM",
+            expose_value=False,
+            callback=_connect_option,
+            help=f"For a tls:// scheduler: {what} (or ${TLS_ENV[name]}).",
+        )(f)
+    f = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=DEFAULT_TIMEOUT,
+        show_default=True,
+        expose_value=False,
+        callback=_connect_option,
+        help="Seconds to wait for an existing scheduler to answer before failing. A scheduler "
+        "lost during a run fails the run at once, with an error.",
+    )(f)
+    f = click.option(
+        "--no-worker-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        metavar="SECONDS",
+        expose_value=False,
+        callback=_connect_option,
+        help="Give up (exit 2; rerunning resumes) when the cluster has had no worker for this "
+        f"long during a computation (or ${NO_WORKER_TIMEOUT_ENV}) "
+        f"[default: {DEFAULT_NO_WORKER_TIMEOUT:g}].",
+    )(f)
+    f = click.option("--quiet", "-q", is_flag=True, help="No progress bars or dashboard link.")(f)
+    f = click.option(
+        "--n-workers",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Worker processes of the local cluster [default: one per CPU core].",
+    )(f)
+    f = click.option(
+        "--scheduler",
+        envvar=SCHEDULER_ENV,
+        default=None,
+        metavar="ADDRESS",
+        help=f"Use the existing Dask scheduler at ADDRESS (or ${SCHEDULER_ENV}) instead of "
+        "starting a local cluster.",
+    )(f)
+    return f
+
+
+@contextlib.contextmanager
+def cluster_context(scheduler: str | None, n_workers: int | None, quiet: bool) -> Iterator[None]:
+    """Connect to the cluster the options name (:func:`pupsnr_dask.cluster.connect`)."""
+    from pupsnr_dask.cluster import connect
+
+    settings = click.get_current_context().meta.get(_CONNECT_META, {})
+    with warnings.catch_warnings():
+        if quiet:  # distributed's "Port 8787 is already in use" (the dashboard moves)
+            warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
+        with connect(scheduler, n_workers=n_workers, quiet=quiet, **settings):
+            yield

@@ -1,0 +1,96 @@
+"""``pupsnr run``: the PSNR cube of an images store."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from pupsnr_dask.cli.options import (
+    absolute,
+    cluster_context,
+    cluster_options,
+    csv_list,
+    storage_option,
+)
+from pupsnr_dask.defaults import DEFAULT_SCALES, DEFAULT_VARIANTS, METHODS, Method
+from pupsnr_dask.helptext import Command
+
+if TYPE_CHECKING:
+    from pupsnr_dask.store.fs import StorageOptions
+
+
+@click.command("run", cls=Command)
+@click.argument("store")
+@click.option(
+    "-o",
+    "--output",
+    "results",
+    required=True,
+    metavar="RESULTS",
+    help="Zarr store for the PSNR cube.",
+)
+@click.option(
+    "--variants",
+    default=",".join(DEFAULT_VARIANTS),
+    show_default=True,
+    callback=csv_list(str),
+    help=f"Comma-separated, of {', '.join(DEFAULT_VARIANTS)}.",
+)
+@click.option(
+    "--scales",
+    default=",".join(map(str, DEFAULT_SCALES)),
+    show_default=True,
+    callback=csv_list(int),
+    help="Comma-separated PU scales, each dividing the size.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default="moments",
+    show_default=True,
+    help="'literal' upsamples and subtracts (the reference).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Discard RESULTS and any interrupted run into it, and compute again. Without it, an "
+    "interrupted run is resumed and complete RESULTS are left as they are.",
+)
+@storage_option
+@cluster_options
+def run_cmd(
+    store: str,
+    results: str,
+    variants: tuple[str, ...],
+    scales: tuple[int, ...],
+    method: Method,
+    overwrite: bool,
+    storage_options: StorageOptions | None,
+    scheduler: str | None,
+    n_workers: int | None,
+    quiet: bool,
+) -> None:
+    """Compute PSNR by image x variant x scale for an ingested STORE."""
+    from pupsnr_dask import experiment, schema
+    from pupsnr_dask.store.zarr_io import open_store
+
+    store, results = absolute(store), absolute(results)
+    images = open_store(store, "images", storage_options=storage_options)
+    experiment.check_selection(variants, scales, images.sizes[schema.Y])
+    with cluster_context(scheduler, n_workers, quiet):
+        ds = experiment.run_experiment(
+            store,
+            results,
+            variants=variants,
+            scales=scales,
+            method=method,
+            overwrite=overwrite,
+            storage_options=storage_options,
+            progress=False if quiet else None,
+            notify=click.echo,
+        )
+    click.echo(
+        f"PSNR of {ds.sizes[schema.IMAGE]} images x {ds.sizes[schema.VARIANT]} variants "
+        f"x {ds.sizes[schema.SCALE]} scales in {results}"
+    )

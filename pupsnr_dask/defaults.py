@@ -1,0 +1,55 @@
+"""The defaults and fixed choices of pupsnr, in one place that imports nothing.
+
+The library modules take their defaults from here, and so does the command line, which reads
+them to print ``--help`` and to check arguments without importing dask, xarray or zarr (an
+argument error is answered in a fraction of a second). Nothing here is restated elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+#: Side of the square images of an images store (a multiple of 32: every default scale divides it).
+DEFAULT_SIZE = 256
+#: Colour when the mean of the RGB correlation matrix is below this (docs/definitions.md).
+DEFAULT_THRESHOLD = 0.995
+#: Images per chunk along ``image`` (and per ingest task); 32 measured best (benchmarks/RESULTS.md).
+DEFAULT_CHUNK_SIZE = 32
+#: The inputs of the source experiment, in the order of its table.
+DEFAULT_VARIANTS = ("true", "gray", "mosaic")
+#: PU scales: 256 -> 256, 128, 64, 32, 16, 8 pixels (U-Net depth 0 ... 5).
+DEFAULT_SCALES: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+#: How a results store's MSE was computed (its ``method`` attribute).
+METHODS = ("moments", "literal")
+Method = Literal["moments", "literal"]
+#: The splits of an images store.
+SPLITS = ("train", "test")
+Split = Literal["train", "test", "all"]
+
+#: ``pupsnr advise``: level of the t-intervals, margin to beat p_i, predictions per task.
+DEFAULT_CONFIDENCE = 0.95
+DEFAULT_MARGIN_DB = 0.0
+DEFAULT_BATCH_SIZE = 32
+
+#: ``pupsnr verify``: image chunks of a results store recomputed and compared exactly.
+DEFAULT_RECOMPUTE = 3
+#: ``pupsnr report --html``: lowest and highest images shown per variant and scale.
+DEFAULT_TOP = 3
+#: Resolution of the pictures drawn (dots per inch).
+DEFAULT_DPI = 100
+
+Format = Literal["text", "markdown", "csv", "json"]
+#: The formats of the command line's ``--format``.
+FORMATS: tuple[Format, ...] = ("text", "markdown", "csv", "json")
+
+#: Cluster connection: seconds to wait for a scheduler, and with no worker during a compute.
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_NO_WORKER_TIMEOUT = 60.0
+SCHEDULER_ENV = "PUPSNR_SCHEDULER"
+NO_WORKER_TIMEOUT_ENV = "PUPSNR_NO_WORKER_TIMEOUT"
+TLS_ENV = {
+    "tls_ca_file": "PUPSNR_TLS_CA_FILE",
+    "tls_cert": "PUPSNR_TLS_CERT",
+    "tls_key": "PUPSNR_TLS_KEY",
+}
+STORAGE_OPTIONS_ENV = "PUPSNR_STORAGE_OPTIONS"
