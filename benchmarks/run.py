@@ -22,6 +22,11 @@ scales) is computed in each of these ways, side by side:
 Every Dask method is checked to give the same PSNR as the default path (to 1e-9 dB) before
 its time is reported. The naive graph runs on the first ``--naive-n`` images only (64 by
 default: ~7,700 tasks and ~30 s per chunk of 32 on 2 cores). ``--quick`` is a smoke run.
+
+Then the section of ``user_runs.py`` on ``--user-files`` real photo files (2,000 by default;
+12,443 is the source's scale, 0 leaves it out): ``pupsnr ingest`` and ``pupsnr run`` as
+processes against their floors and serial loops, peak disk, the experiment end to end, and
+the instant answers.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_data
+import user_runs
 
 from pupsnr_dask.cluster import compute
 from pupsnr_dask.store.zarr_io import create_store, open_store
@@ -574,6 +580,14 @@ def main(argv: list[str] | None = None) -> int:
         default=64,
         help="images for the naive graph, ~1 min per chunk of 32 on 2 cores [default: 64]",
     )
+    parser.add_argument(
+        "--user-files",
+        type=int,
+        default=2000,
+        help="corpus files of the section 'as users run it' (user_runs.py); 0 leaves it out "
+        f"[default: 2000; --quick: {user_runs.QUICK_FILES}]",
+    )
+    parser.add_argument("--corpus-cache", type=Path, default=None, help="keep the corpus here")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the files here")
     parser.add_argument("--verbose", "-v", action="store_true", help="progress on stderr")
     args = parser.parse_args(argv)
@@ -593,6 +607,13 @@ def main(argv: list[str] | None = None) -> int:
         before, t0 = load(), time.perf_counter()
         out = run_benchmark(args.n, args.workers, args.quick, args.naive_n, workdir, say)
         print(render(out, args.n, args.workers, (before, load()), time.perf_counter() - t0))
+        n_files = user_runs.QUICK_FILES if args.quick and args.user_files else args.user_files
+        if n_files:
+            users = workdir / "user-runs"
+            users.mkdir(exist_ok=True)
+            cache = args.corpus_cache or users / "corpus"
+            fig = user_runs.measure(n_files, cache, users, args.workers, say)
+            print("\n" + user_runs.render(fig, args.quick))
     return 0
 
 

@@ -211,6 +211,13 @@ def test_benchmark_script_prints_its_table(tmp_path):
         "2 workers",
         "10 N images",
         "tasks per chunk",
+        "As users run it",
+        "`pupsnr ingest` process",
+        "ingest peak disk / final store",
+        "run process / warm cluster",
+        "end to end vs serial loop",
+        "run rerun, up to date",
+        "max dB difference, pupsnr run vs the literal loop",
     ):
         assert row in out, row
     assert "images/s" in out and "targets" in out

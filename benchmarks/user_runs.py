@@ -1,0 +1,274 @@
+"""Speed as a user runs it (issue 12): `pupsnr` as a process, cluster start included.
+
+    python benchmarks/user_runs.py [--files 2000] [--cache DIR] [--workers 2] [--quick]
+    python benchmarks/user_runs.py --files 12443          # the source's scale (item 5)
+
+On a corpus of real photo files like a user's folder (``corpus.py``: 0.5-1.2 megapixel
+JPEGs and PNGs made from the packaged sample photos), side by side in one run:
+
+- the per-file stage (decode, colour test, resize: ``kernels.image.load_resized``) as a plain
+  loop in this process, and that loop divided by the cores (the floor of ingest);
+- ``pupsnr ingest`` as a process, and the peak disk use of the store and its journal during it
+  (file sizes summed every 0.1 s) against the final store;
+- ``pupsnr run`` as a process, against ``run_experiment`` on a warm cluster started before;
+- the whole experiment end to end (ingest + run processes) against a serial per-image loop
+  (the per-file stage, then all 18 PSNRs of each kept image computed literally: Pillow gray,
+  mosaic, average-pool and nearest upsampling, one image at a time);
+- instant answers: ``--help``, argument and store errors, up-to-date reruns and ``report``,
+  each as a process (import time included).
+
+Every figure is a wall time in seconds from this run; the targets are ratios within it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import corpus
+
+from pupsnr_dask.defaults import DEFAULT_SCALES, DEFAULT_SIZE, DEFAULT_THRESHOLD
+from pupsnr_dask.kernels.image import load_resized
+from pupsnr_dask.kernels.metrics import mse_kernel, psnr_from_mse
+from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel, pu_kernel
+
+QUICK_FILES = 12
+
+
+def tree_bytes(*roots: Path) -> int:
+    """Sum of the sizes of the files below ``roots`` (missing roots count 0)."""
+    total = 0
+    for root in roots:
+        for folder, _dirs, names in os.walk(root):
+            for name in names:
+                with contextlib.suppress(OSError):
+                    total += os.stat(os.path.join(folder, name)).st_size
+    return total
+
+
+class DiskSampler:
+    """Peak of :func:`tree_bytes` of some folders, sampled in a thread."""
+
+    def __init__(self, *roots: Path, interval: float = 0.1) -> None:
+        self.roots, self.interval, self.peak = roots, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_bytes(*self.roots))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> DiskSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, tree_bytes(*self.roots))
+
+
+def pupsnr(*args: str, check: bool = True) -> tuple[float, subprocess.CompletedProcess]:
+    """Run ``pupsnr ARGS`` as a new process (as a user does); wall seconds and the result."""
+    env = {k: v for k, v in os.environ.items() if k != "PUPSNR_SCHEDULER"}
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pupsnr_dask", *args], env=env, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - t0
+    if check and proc.returncode:
+        raise RuntimeError(f"pupsnr {' '.join(args)} failed: {proc.stderr[-2000:]}")
+    return wall, proc
+
+
+def per_file_loop(files: list[Path]) -> tuple[float, list[np.ndarray]]:
+    """The per-file stage of ingest as a plain loop; seconds and the kept images."""
+    kept = []
+    t0 = time.perf_counter()
+    for path in files:
+        with open(path, "rb") as fp:
+            img, _record = load_resized(fp, path.name, DEFAULT_SIZE, DEFAULT_THRESHOLD)
+        if img is not None:
+            kept.append(img)
+    return time.perf_counter() - t0, kept
+
+
+def psnr_loop(images: list[np.ndarray]) -> tuple[float, np.ndarray]:
+    """All 18 PSNRs of each image, literally, one image at a time; seconds and the values."""
+    out = np.empty((len(images), 3, len(DEFAULT_SCALES)))
+    t0 = time.perf_counter()
+    for i, img in enumerate(images):
+        one = img[None]
+        for j, view in enumerate((one, gray_kernel(one), mosaic_kernel(one))):
+            for k, s in enumerate(DEFAULT_SCALES):
+                out[i, j, k] = psnr_from_mse(mse_kernel(one, pu_kernel(view, s)))[0]
+    return time.perf_counter() - t0, out
+
+
+@contextlib.contextmanager
+def warm_cluster(workers: int) -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def measure(
+    n_files: int, cache: Path, workdir: Path, workers: int, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Every figure of the section; see the module docstring."""
+    import xarray as xr
+
+    from pupsnr_dask.experiment import run_experiment
+
+    folder = corpus.build(cache, n=n_files, jobs=workers)
+    files = corpus.files(folder)
+    say(f"corpus of {len(files)} files in {folder}")
+    fig: dict[str, Any] = {"files": len(files), "workers": workers}
+    fig["loop"], kept = per_file_loop(files)
+    fig["kept"] = len(kept)
+    say(f"per-file loop {fig['loop']:.1f} s")
+    fig["psnr_loop"], loop_psnr = psnr_loop(kept)
+    say(f"18-PSNR loop {fig['psnr_loop']:.1f} s")
+    store, results = workdir / "data.zarr", workdir / "psnr.zarr"
+    partial = workdir / "data.zarr.partial"
+    nw = ("--n-workers", str(workers), "-q")
+    with DiskSampler(store, partial) as disk:
+        fig["ingest"], _ = pupsnr("ingest", str(folder), "-o", str(store), *nw)
+    fig["disk_peak"], fig["disk_final"] = disk.peak, tree_bytes(store)
+    say(f"pupsnr ingest {fig['ingest']:.1f} s")
+    fig["run"], _ = pupsnr("run", str(store), "-o", str(results), *nw)
+    say(f"pupsnr run {fig['run']:.1f} s")
+    got = xr.open_zarr(results)["psnr"].values
+    if got.shape != loop_psnr.shape or not np.array_equal(np.isinf(got), np.isinf(loop_psnr)):
+        raise RuntimeError("pupsnr run and the serial loop disagree")
+    finite = np.isfinite(got)
+    fig["max_db_diff"] = float(np.max(np.abs(got[finite] - loop_psnr[finite]), initial=0.0))
+    if fig["max_db_diff"] > 1e-9:
+        raise RuntimeError(f"pupsnr run is {fig['max_db_diff']:.3g} dB off the serial loop")
+    with warm_cluster(workers):
+        t0 = time.perf_counter()
+        run_experiment(str(store), str(workdir / "warm.zarr"), progress=False)
+        fig["warm_run"] = time.perf_counter() - t0
+    say(f"warm run {fig['warm_run']:.1f} s")
+    fig["instant"] = instant_answers(folder, store, results, workdir)
+    return fig
+
+
+def instant_answers(folder: Path, store: Path, results: Path, workdir: Path) -> list[tuple]:
+    """(what, seconds, exit status) of each answer that needs no computation."""
+    missing = str(workdir / "no-such-folder")
+    cases = [
+        ("pupsnr --help", ("--help",)),
+        ("pupsnr ingest --help", ("ingest", "--help")),
+        ("ingest: SRC missing", ("ingest", missing, "-o", str(workdir / "x.zarr"))),
+        ("ingest: --size 7", ("ingest", str(folder), "-o", str(workdir / "x.zarr"), "--size", "7")),
+        ("run: STORE missing", ("run", missing, "-o", str(workdir / "x.zarr"))),
+        ("run: a results store as STORE", ("run", str(results), "-o", str(workdir / "y.zarr"))),
+        ("ingest rerun, up to date", ("ingest", str(folder), "-o", str(store), "-q")),
+        ("run rerun, up to date", ("run", str(store), "-o", str(results), "-q")),
+        ("report (text)", ("report", str(results))),
+        ("report --format csv", ("report", str(results), "--format", "csv")),
+        ("report --format json", ("report", str(results), "--format", "json")),
+    ]
+    rows = []
+    for what, args in cases:
+        seconds, proc = pupsnr(*args, check=False)
+        rows.append((what, seconds, proc.returncode))
+    return rows
+
+
+def render(fig: dict[str, Any], quick: bool) -> str:
+    cores = fig["workers"]
+    floor = fig["loop"] / cores
+    e2e = fig["ingest"] + fig["run"]
+    serial = fig["loop"] + fig["psnr_loop"]
+    lines = [
+        f"### As users run it: {fig['files']} files (0.5-1.2 MP JPEG/PNG), {fig['kept']} kept, "
+        f"{cores} workers",
+        "",
+        "| what | seconds |",
+        "|---|---:|",
+        f"| per-file stage, plain loop in one process | {fig['loop']:.1f} |",
+        f"| floor of ingest: that loop / {cores} cores | {floor:.1f} |",
+        f"| `pupsnr ingest` process (cluster start included) | {fig['ingest']:.1f} |",
+        f"| 18 PSNRs per kept image, literal loop in one process | {fig['psnr_loop']:.1f} |",
+        f"| `pupsnr run` process (cluster start included) | {fig['run']:.1f} |",
+        f"| `run_experiment` on a warm {cores}-worker cluster | {fig['warm_run']:.1f} |",
+        f"| end to end: ingest + run processes | {e2e:.1f} |",
+        f"| end to end: serial per-image loop (per-file stage + 18 PSNRs) | {serial:.1f} |",
+        "",
+        "| target | measured | goal | |",
+        "|---|---:|---:|---|",
+        _target("ingest process vs serial per-file loop", fig["loop"] / fig["ingest"], ">=", 1.6),
+        _target("ingest process / floor", fig["ingest"] / floor, "<=", 1.2),
+        _target("ingest peak disk / final store", fig["disk_peak"] / fig["disk_final"], "<=", 1.1),
+        _target("run process / warm cluster", fig["run"] / fig["warm_run"], "<=", 1.3),
+        _target("end to end vs serial loop", serial / e2e, ">=", 2.0),
+        f"| fixed cost of a `pupsnr run` process (process - warm), s | "
+        f"{fig['run'] - fig['warm_run']:.1f} | | |",
+        f"| max dB difference, pupsnr run vs the literal loop | {fig['max_db_diff']:.1e} | | |",
+        "",
+        "| instant answer (a process, import included) | seconds | exit | < 1.5 s |",
+        "|---|---:|---:|---|",
+        *(
+            f"| {what} | {seconds:.2f} | {code} | {'met' if seconds < 1.5 else 'NOT met'} |"
+            for what, seconds, code in fig["instant"]
+        ),
+    ]
+    if quick:
+        lines.insert(1, "(--quick: a smoke run on a few files; the ratios mean nothing)")
+    return "\n".join(lines)
+
+
+def _target(what: str, value: float, op: str, goal: float) -> str:
+    ok = value >= goal if op == ">=" else value <= goal
+    return f"| {what} | {value:.2f} | {op} {goal:g} | {'met' if ok else 'NOT met'} |"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/user_runs.py", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--files", type=int, default=2000, help="corpus files [default: 2000]")
+    parser.add_argument("--workers", type=int, default=2, help="Dask workers [default: 2]")
+    parser.add_argument("--cache", type=Path, default=None, help="corpus cache [default: temp]")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_FILES} files, a smoke run")
+    parser.add_argument("--verbose", "-v", action="store_true", help="progress on stderr")
+    args = parser.parse_args(argv)
+    n_files = QUICK_FILES if args.quick else args.files
+    if n_files < 1 or args.workers < 1:
+        parser.error("--files and --workers must be at least 1")
+
+    def say(line: str) -> None:
+        if args.verbose:
+            print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pupsnr-u-")))
+        cache = args.cache or workdir / "corpus"
+        print(render(measure(n_files, cache, workdir, args.workers, say), args.quick))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
