@@ -31,6 +31,14 @@ DEFAULT_CONFIDENCE = 0.95
 DEFAULT_MARGIN_DB = 0.0
 DEFAULT_BATCH_SIZE = 32
 
+#: ``pupsnr advise --metric``: the quality measures (pupsnr_dask.kernels.quality.METRIC_NAMES).
+METRIC_NAMES: tuple[str, ...] = ("psnr", "psnr_y", "ssim")
+DEFAULT_METRIC = "psnr"
+#: ``pupsnr advise --model``: ONNX model conventions and onnxruntime providers (pupsnr_dask.model).
+MODEL_LAYOUTS: tuple[str, ...] = ("NCHW", "NHWC")
+MODEL_RANGES: tuple[str, ...] = ("unit", "signed", "uint8")
+DEFAULT_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
+
 #: ``pupsnr verify``: image chunks of a results store recomputed and compared exactly.
 DEFAULT_RECOMPUTE = 3
 #: ``pupsnr report --html``: lowest and highest images shown per variant and scale.

@@ -7,9 +7,9 @@ Three layers, like the transforms:
    and how its outputs are read back. What the graph does not say must be given.
 2. :func:`run_model_kernel`, the NumPy kernel: uint8 images in, the model's outputs rounded to
    uint8 out (:func:`encode_input`, the model, :func:`decode_output`).
-3. :func:`predict`, the lazy wrapper: one ``map_blocks`` task per chunk of images, which builds
-   the input variant exactly as :func:`pupsnr_dask.experiment.run_experiment` does, then runs
-   the model.
+3. :func:`predict`, the lazy wrapper: one task per chunk of images, which builds the input
+   variant exactly as :func:`pupsnr_dask.experiment.run_experiment` does (the kernel of
+   :func:`pupsnr_dask.registry.resolve_variant`), then runs the model.
 
 Ranges, by name (``input_range`` and ``output_range``)::
 
@@ -53,17 +53,17 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from pupsnr_dask.defaults import DEFAULT_SIZE
+from pupsnr_dask.defaults import DEFAULT_PROVIDERS, DEFAULT_SIZE, MODEL_LAYOUTS, MODEL_RANGES
+from pupsnr_dask.registry import VariantSpec, resolve_variant
 
 Layout = Literal["NCHW", "NHWC"]
 Range = Literal["unit", "signed", "uint8"]
 Kernel = Callable[[np.ndarray], np.ndarray]
 
-LAYOUTS: tuple[str, ...] = ("NCHW", "NHWC")
-RANGES: tuple[str, ...] = ("unit", "signed", "uint8")
+LAYOUTS: tuple[str, ...] = MODEL_LAYOUTS
+RANGES: tuple[str, ...] = MODEL_RANGES
 #: What each range means, for messages and help texts.
 RANGE_MEANINGS = {"unit": "float [0, 1]", "signed": "float [-1, 1]", "uint8": "[0, 255]"}
-DEFAULT_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
 #: ONNX ``metadata_props`` keys a model may declare its conventions with.
 METADATA_KEYS = {
     "layout": "pupsnr.layout",
@@ -676,23 +676,51 @@ def run_model_kernel(images: np.ndarray, spec: ModelSpec) -> np.ndarray:
 # --- the lazy wrapper -----------------------------------------------------------------------------
 
 
-def variant_kernel(variant: str | Kernel) -> Kernel:
-    """The NumPy kernel of a variant (a name in ``experiment.VARIANTS``), or the kernel given."""
-    from pupsnr_dask.experiment import VARIANTS
+def resolve_input(variant: str | Kernel | VariantSpec) -> VariantSpec:
+    """The model's input as a :class:`~pupsnr_dask.registry.VariantSpec`.
 
-    if callable(variant):
+    A name resolves as ``run`` resolves it (:func:`pupsnr_dask.registry.resolve_variant`:
+    ``true``, ``gray``, ``mosaic``, ``sr4``, ``jpeg20``, ``noise25``, ``module:function``, an
+    entry point), so the model sees the same pixels as the results' p_i were computed on; a
+    callable is a plug-in kernel ``(n, h, w, 3) uint8 -> (n, h, w, 3) uint8``.
+    """
+    if isinstance(variant, VariantSpec):
         return variant
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {variant!r}")
-    return VARIANTS[variant]
+    return resolve_variant(variant)
 
 
-def predict_kernel(images: np.ndarray, spec: ModelSpec, variant: Kernel) -> np.ndarray:
-    """The model's outputs on the variant of ``images``: ``(n, size, size, 3)`` uint8 both."""
-    return run_model_kernel(np.asarray(variant(images)), spec)
+def variant_kernel(variant: str | Kernel) -> Kernel:
+    """The NumPy kernel of a variant name that needs no keys, or the kernel given."""
+    spec = resolve_input(variant)
+    if spec.needs_keys:
+        raise ValueError(f"variant {spec.name!r} needs each image's source: use resolve_input")
+    return spec.apply
 
 
-def predict(images: da.Array, spec: ModelSpec, variant: str | Kernel = "true") -> da.Array:
+def predict_kernel(
+    images: np.ndarray,
+    spec: ModelSpec,
+    variant: Kernel | VariantSpec,
+    keys: Sequence[str] | np.ndarray | None = None,
+) -> np.ndarray:
+    """The model's outputs on the variant of ``images``: ``(n, size, size, 3)`` uint8 both.
+
+    ``keys``: each image's ``source``, for the variants that need it (``noise<sigma>`` seeds
+    its noise from it, as ``run`` does).
+    """
+    if isinstance(variant, VariantSpec):
+        view = variant.apply(images, None if keys is None else [str(k) for k in keys])
+    else:
+        view = variant(images)
+    return run_model_kernel(np.asarray(view), spec)
+
+
+def predict(
+    images: da.Array,
+    spec: ModelSpec,
+    variant: str | Kernel | VariantSpec = "true",
+    keys: Sequence[str] | np.ndarray | None = None,
+) -> da.Array:
     """Lazy model outputs on an input variant of the images, one task per chunk.
 
     Parameters
@@ -701,18 +729,62 @@ def predict(images: da.Array, spec: ModelSpec, variant: str | Kernel = "true") -
         img_true, ``(n, size, size, 3)`` uint8, chunked along the image axis only, lazy.
     spec : ModelSpec
         From :func:`inspect_model`.
-    variant : str or callable
-        The model's input: a name in :data:`pupsnr_dask.experiment.VARIANTS` ("true",
-        "gray", "mosaic"), built by the same kernel as ``run`` builds it, or a NumPy kernel
+    variant : str, callable or VariantSpec
+        The model's input (:func:`resolve_input`): a variant name ("true", "gray", "mosaic",
+        "sr4", ...), built by the same kernel as ``run`` builds it, or a NumPy kernel
         ``(n, h, w, 3) uint8 -> (n, h, w, 3) uint8``.
+    keys : sequence of str, optional
+        The ``n`` images' ``source`` strings, in order: needed by the variants that seed
+        randomness from the image (``noise<sigma>``).
 
     Returns
     -------
     dask.array.Array
         ``(n, size, size, 3)`` uint8, the chunks of ``images``, lazy; its name is a
-        deterministic token of the images, the model's SHA-256, the spec and the variant.
-        Nothing is computed.
+        deterministic token of the images, the model's SHA-256, the spec, the variant and the
+        keys. Nothing is computed.
     """
+    check_images(images, spec)
+    kernel = resolve_input(variant)
+    if kernel.needs_keys and keys is None:
+        raise ValueError(f"variant {kernel.name!r} needs keys: each image's source string")
+    name = f"pupsnr-predict-{tokenize(images, spec.token(), kernel.name, kernel.params, keys)}"
+    meta = np.empty((0, 0, 0, 0), dtype=np.uint8)
+    if keys is None:
+        return da.map_blocks(
+            predict_kernel, images, spec=spec, variant=kernel, dtype=np.uint8, meta=meta, name=name
+        )
+    return da.blockwise(
+        _predict_keyed,
+        "iyxc",
+        images,
+        "iyxc",
+        keys_array(keys, images.chunks[0]),
+        "i",
+        spec=spec,
+        variant=kernel,
+        dtype=np.uint8,
+        meta=meta,
+        name=name,
+    )
+
+
+def _predict_keyed(
+    images: np.ndarray, keys: np.ndarray, spec: ModelSpec, variant: VariantSpec
+) -> np.ndarray:
+    return predict_kernel(images, spec, variant, keys)
+
+
+def keys_array(keys: Sequence[str] | np.ndarray, chunks: tuple[int, ...]) -> da.Array:
+    """The images' keys as a dask array of str objects chunked like the images."""
+    values = np.asarray([str(k) for k in keys], dtype=object)
+    if len(values) != sum(chunks):
+        raise ValueError(f"keys must give one key per image: {len(values)} for {sum(chunks)}")
+    return da.from_array(values, chunks=(chunks,), name=f"pupsnr-keys-{tokenize(values)}")
+
+
+def check_images(images: da.Array, spec: ModelSpec) -> None:
+    """Raise unless ``images`` is a lazy uint8 ``(n, size, size, 3)`` array chunked on ``n``."""
     if not isinstance(images, da.Array):
         raise TypeError(f"images must be a dask array, got {type(images).__name__}")
     if not isinstance(spec, ModelSpec):
@@ -726,14 +798,3 @@ def predict(images: da.Array, spec: ModelSpec, variant: str | Kernel = "true") -
         )
     if any(len(c) != 1 for c in images.chunks[1:]):
         raise ValueError(f"images must be chunked along the image axis only, got {images.chunks}")
-    kernel = variant_kernel(variant)
-    name = f"pupsnr-predict-{tokenize(images, spec.token(), variant)}"
-    return da.map_blocks(
-        predict_kernel,
-        images,
-        spec=spec,
-        variant=kernel,
-        dtype=np.uint8,
-        meta=np.empty((0, 0, 0, 0), dtype=np.uint8),
-        name=name,
-    )

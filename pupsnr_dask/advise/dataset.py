@@ -54,18 +54,30 @@ STAT_VARS = (
 )
 
 
+def p_values(selected: xr.Dataset, variant: str, metric: str = schema.PSNR) -> np.ndarray:
+    """Each image's p_i of ``variant`` in ``metric``: ``(image, scale)`` float64, in memory."""
+    return np.asarray(selected[metric].sel({schema.VARIANT: variant}).values, np.float64)
+
+
 def _advice_dataset(
-    selected: xr.Dataset, variant: str, output_mean: float, stats: dict[str, Any]
+    selected: xr.Dataset,
+    variant: str,
+    output_mean: float,
+    stats: dict[str, Any],
+    metric: str = schema.PSNR,
 ) -> xr.Dataset:
     """The per-depth table as a Dataset over ``scale``."""
-    psnr = np.asarray(selected[schema.PSNR].sel({schema.VARIANT: variant}).values, np.float64)
+    psnr = p_values(selected, variant, metric)
     mse = np.asarray(selected[schema.MSE].sel({schema.VARIANT: variant}).values, np.float64)
+    of_mean_mse = psnr_from_mse(mse.mean(axis=0))
+    if metric != schema.PSNR:  # there is no SSIM (or Y-PSNR) of the mean RGB MSE
+        of_mean_mse = np.full(of_mean_mse.shape, np.nan)
     dims = (schema.SCALE,)
     ds = xr.Dataset(
         {
             "p_mean_db": (dims, mean_psnr(psnr), {"long_name": "mean p_i", "units": "dB"}),
             "p_n_infinite": (dims, np.isinf(psnr).sum(axis=0)),
-            "p_of_mean_mse_db": (dims, psnr_from_mse(mse.mean(axis=0)), {"units": "dB"}),
+            "p_of_mean_mse_db": (dims, of_mean_mse, {"units": "dB"}),
             "output_mean_db": ((), output_mean, {"long_name": "mean output PSNR", "units": "dB"}),
             **{key: (dims, np.asarray(stats[key])) for key in STAT_VARS},
         },
@@ -73,6 +85,7 @@ def _advice_dataset(
     )
     ds.attrs = {
         "variant": variant,
+        "metric": metric,
         "n_images": int(selected.sizes[schema.IMAGE]),
         **_crossover_attrs(ds, stats["crossover"]),
         "conclusion": FEW_IMAGES
@@ -100,12 +113,13 @@ def advise_paired(
     matching: Matching,
     confidence: float,
     margin_db: float,
+    metric: str = schema.PSNR,
 ) -> xr.Dataset:
-    """The advice from per-image output PSNRs: statistics by depth, per-image values kept."""
-    p_db = np.asarray(paired[schema.PSNR].sel({schema.VARIANT: variant}).values, np.float64)
+    """The advice from per-image output scores: statistics by depth, per-image values kept."""
+    p_db = p_values(paired, variant, metric)
     size = int(paired.attrs.get("size", 256))
     stats = compare_paired(output, p_db, size=size, confidence=confidence, margin_db=margin_db)
-    ds = _advice_dataset(paired, variant, float(mean_psnr(output)), stats)
+    ds = _advice_dataset(paired, variant, float(mean_psnr(output)), stats, metric)
     ds = ds.assign_coords(
         {
             schema.IMAGE: paired[schema.IMAGE].values,
@@ -129,15 +143,22 @@ def advise_paired(
 
 
 def advise_number(
-    selected: xr.Dataset, variant: str, output_db: float, split: str, margin_db: float
+    selected: xr.Dataset,
+    variant: str,
+    output_db: float,
+    split: str,
+    margin_db: float,
+    metric: str = schema.PSNR,
 ) -> xr.Dataset:
-    """The advice from one output PSNR (a training log's number): no interval."""
+    """The advice from one output score (a training log's number): no interval."""
     if math.isnan(output_db):
         raise ValueError(f"output_psnr must be a number of dB, got {output_db!r}")
-    psnr = np.asarray(selected[schema.PSNR].sel({schema.VARIANT: variant}).values, np.float64)
+    psnr = p_values(selected, variant, metric)
     stats = compare_number(output_db, mean_psnr(psnr), margin_db)
-    ds = _advice_dataset(selected, variant, output_db, stats)
-    by_mse = compare_number(output_db, ds["p_of_mean_mse_db"].values, margin_db)["crossover"]
+    ds = _advice_dataset(selected, variant, output_db, stats, metric)
+    by_mse = stats["crossover"]
+    if metric == schema.PSNR:
+        by_mse = compare_number(output_db, ds["p_of_mean_mse_db"].values, margin_db)["crossover"]
     ds.attrs.update(
         conclusion=_number_conclusion(ds, by_mse, by_mse != stats["crossover"]),
         mode="output_psnr",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import posixpath
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dask
@@ -38,6 +38,8 @@ from pupsnr_dask.kernels.metrics import psnr_kernel
 
 #: ``(index in batch, "resized" | "unreadable", detail)`` for each prediction of a batch.
 Notes = list[tuple[int, str, str]]
+#: ``metric(img_true, outputs) -> (n,)`` float64.
+Metric = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def is_zarr_store(path: str, storage_options: dict[str, Any] | None = None) -> bool:
@@ -113,7 +115,11 @@ def _fit(rgb: Image.Image, size: int) -> tuple[np.ndarray, str]:
 
 
 def _psnr_files_batch(
-    img_true: np.ndarray, root: str, names: list[str], storage_options: dict[str, Any] | None
+    img_true: np.ndarray,
+    root: str,
+    names: list[str],
+    storage_options: dict[str, Any] | None,
+    metric: Metric = psnr_kernel,
 ) -> tuple[np.ndarray, Notes]:
     """Worker task: decode one batch of prediction files, PSNR of each against img_true."""
     fs, base = fsspec.core.url_to_fs(root, **(storage_options or {}))
@@ -130,25 +136,27 @@ def _psnr_files_batch(
             continue
         if resized:
             notes.append((j, "resized", resized))
-    return _psnr_with_notes(img_true, preds, notes)
+    return _psnr_with_notes(img_true, preds, notes, metric)
 
 
-def _psnr_array_batch(img_true: np.ndarray, preds: np.ndarray) -> tuple[np.ndarray, Notes]:
-    """Worker task: PSNR of one batch of stored predictions, resized when of another size."""
+def _psnr_array_batch(
+    img_true: np.ndarray, preds: np.ndarray, metric: Metric = psnr_kernel
+) -> tuple[np.ndarray, Notes]:
+    """Worker task: score of one batch of stored predictions, resized when of another size."""
     if preds.shape == img_true.shape:
-        return psnr_kernel(img_true, preds), []
+        return metric(img_true, preds), []
     fitted = np.empty_like(img_true)
     notes: Notes = []
     for j, pred in enumerate(preds):
         fitted[j], resized = _fit(Image.fromarray(pred), img_true.shape[1])
         notes.append((j, "resized", resized))
-    return _psnr_with_notes(img_true, fitted, notes)
+    return _psnr_with_notes(img_true, fitted, notes, metric)
 
 
 def _psnr_with_notes(
-    img_true: np.ndarray, preds: np.ndarray, notes: Notes
+    img_true: np.ndarray, preds: np.ndarray, notes: Notes, metric: Metric = psnr_kernel
 ) -> tuple[np.ndarray, Notes]:
-    psnr = psnr_kernel(img_true, preds)
+    psnr = metric(img_true, preds)
     psnr[[j for j, kind, _ in notes if kind == "unreadable"]] = np.nan
     return psnr, notes
 
@@ -160,8 +168,9 @@ def build_output_psnr(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     storage_options: dict[str, Any] | None = None,
+    metric: Metric = psnr_kernel,
 ) -> list[Any]:
-    """Lazy per-image PSNR of a model's outputs against img_true: one task per batch.
+    """Lazy per-image PSNR (or ``metric``) of a model's outputs against img_true, per batch.
 
     Parameters
     ----------
@@ -177,6 +186,8 @@ def build_output_psnr(
         Images per task.
     storage_options : dict, optional
         fsspec options for a folder in object storage.
+    metric : callable
+        ``metric(img_true, outputs) -> (n,)`` float64 (default: PSNR).
 
     Returns
     -------
@@ -193,8 +204,8 @@ def build_output_psnr(
         )
     blocks = _as_dask(img_true, batch_size).rechunk((batch_size, -1, -1, -1))
     if isinstance(predictions, str):
-        return _file_tasks(blocks, predictions, names, batch_size, storage_options)
-    return _store_tasks(blocks, predictions, names, batch_size)
+        return _file_tasks(blocks, predictions, names, batch_size, storage_options, metric)
+    return _store_tasks(blocks, predictions, names, batch_size, metric)
 
 
 def _as_dask(pixels: Any, batch_size: int) -> da.Array:
@@ -209,8 +220,9 @@ def _file_tasks(
     names: Sequence[str],
     batch_size: int,
     storage_options: dict[str, Any] | None,
+    metric: Metric,
 ) -> list[Any]:
-    token = tokenize(img_true.name, folder, list(names))
+    token = tokenize(img_true.name, folder, list(names), metric)
     task = dask.delayed(_psnr_files_batch, pure=True)
     blocks = img_true.to_delayed().ravel()
     starts = range(0, len(names), batch_size)
@@ -220,6 +232,7 @@ def _file_tasks(
             folder,
             list(names[b : b + batch_size]),
             storage_options,
+            metric,
             dask_key_name=f"pupsnr-advise-{token}-{k:06d}",
         )
         for k, (block, b) in enumerate(zip(blocks, starts, strict=True))
@@ -227,17 +240,17 @@ def _file_tasks(
 
 
 def _store_tasks(
-    img_true: da.Array, store: xr.Dataset, names: Sequence[str], batch_size: int
+    img_true: da.Array, store: xr.Dataset, names: Sequence[str], batch_size: int, metric: Metric
 ) -> list[Any]:
     position = {str(s): i for i, s in enumerate(store[schema.SOURCE].values)}
     rows = np.array([position[n] for n in names], dtype=np.int64)
     pixels = _as_dask(store[schema.IMAGES].data, batch_size)[rows]
     pixels = pixels.rechunk((batch_size, -1, -1, -1))
-    token = tokenize(img_true.name, pixels.name)
+    token = tokenize(img_true.name, pixels.name, metric)
     task = dask.delayed(_psnr_array_batch, pure=True)
     pairs = zip(img_true.to_delayed().ravel(), pixels.to_delayed().ravel(), strict=True)
     return [
-        task(block, pred, dask_key_name=f"pupsnr-advise-{token}-{k:06d}")
+        task(block, pred, metric, dask_key_name=f"pupsnr-advise-{token}-{k:06d}")
         for k, (block, pred) in enumerate(pairs)
     ]
 

@@ -43,6 +43,7 @@ NUMBERS = (
 #: Attributes of the advice that its JSON keeps.
 JSON_ATTRS = (
     "variant",
+    "metric",
     "split",
     "mode",
     "n_images",
@@ -56,6 +57,7 @@ JSON_ATTRS = (
     "advice_method",
     "limits",
     "matching",
+    "model",
 )
 
 
@@ -111,7 +113,16 @@ def advice_records(ds: xr.Dataset) -> pd.DataFrame:
 
 def _header_lines(ds: xr.Dataset) -> list[str]:
     a = ds.attrs
+    metric = a.get("metric", "psnr")
     lines = [f"variant {a['variant']}, split {a['split']}: {a['n_images']} images"]
+    if metric != "psnr":
+        lines[0] += f"; metric {metric} (the columns' values are {metric}, not PSNR)"
+    if "model" in a:
+        m = a["model"]
+        lines.append(
+            f"model {m['model']} (SHA-256 {m['sha256'][:12]}...; {m['layout']}, input "
+            f"{m['input_range']}, output {m['output_range']}) run on {m['input']}: {m['outputs']}"
+        )
     if a["mode"] == "predictions":
         lines += a["matching_report"]
         lines.append(
