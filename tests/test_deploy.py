@@ -163,7 +163,7 @@ def test_builtin_manifests_pass_kubernetes_validate_strict():
 
 def test_dask_resources_pass_strict_crd_schemas():
     dask = [(p, d) for p, d in manifests() if d["apiVersion"] == "kubernetes.dask.org/v1"]
-    assert {d["kind"] for _, d in dask} == {"DaskCluster", "DaskJob"}
+    assert {d["kind"] for _, d in dask} == {"DaskCluster", "DaskJob", "DaskWorkerGroup"}
     for _, doc in dask:
         validate_dask_resource(doc)
 
@@ -187,7 +187,8 @@ def test_pods_and_services_the_operator_creates_pass_kubernetes_validate_strict(
             continue
         for role, pod_spec in pod_specs(doc):
             validate_builtin(as_pod(f"{doc['metadata']['name']}-{role}", pod_spec))
-        validate_builtin(as_service("scheduler", scheduler_service_spec(doc)))
+        if doc["kind"] != "DaskWorkerGroup":  # a worker group joins another's scheduler
+            validate_builtin(as_service("scheduler", scheduler_service_spec(doc)))
 
 
 def _misspell(doc: dict[str, Any], path: tuple[Any, ...], key: str | None, typo: str) -> Any:
@@ -389,7 +390,12 @@ def test_no_manifest_values_or_dockerfile_names_a_removed_command():
 
 
 def test_one_image_everywhere():
-    images = {where: container["image"] for where, container in all_containers()}
+    """One image for every container, but the GPU worker group's, built FROM it."""
+    images = {
+        where: container["image"]
+        for where, container in all_containers()
+        if not where.startswith("DaskWorkerGroup/")
+    }
     assert len(set(images.values())) == 1, images
     (image,) = set(images.values())
     assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), image
@@ -403,6 +409,42 @@ def test_every_container_requests_and_limits_cpu_and_memory():
             request = quantity(resources["requests"][kind])
             limit = quantity(resources["limits"][kind])
             assert 0 < request <= limit, f"{where}: {kind} request {request} > limit {limit}"
+
+
+GPU_DOCKERFILE = DEPLOY / "Dockerfile.gpu"
+
+
+def test_gpu_worker_group_joins_the_cluster_on_gpu_nodes_with_the_gpu_image():
+    group, cluster = manifest("DaskWorkerGroup"), manifest("DaskCluster")
+    assert group["spec"]["cluster"] == cluster["metadata"]["name"]
+    assert group["metadata"]["namespace"] == cluster["metadata"]["namespace"]
+    pod = group["spec"]["worker"]["spec"]
+    (container,) = pod["containers"]
+    for kind in ("requests", "limits"):
+        assert quantity(container["resources"][kind]["nvidia.com/gpu"]) == 1
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    (cpu_worker,) = cluster["spec"]["worker"]["spec"]["containers"]
+    assert container["env"] == cpu_worker["env"]  # the same credentials, from the Secret
+    assert container["args"][:2] == ["dask", "worker"]
+    # Its image is Dockerfile.gpu's build, FROM the one image of every other container.
+    (main_image,) = {c["image"] for w, c in all_containers() if not w.startswith("DaskWorker")}
+    text = GPU_DOCKERFILE.read_text()
+    assert f"ARG BASE_IMAGE={main_image}\n" in text
+    assert f"-t {container['image']} ." in text and container["image"] != main_image
+    run = " ".join(line.strip() for line in text.split("RUN ", 1)[1].split("\n\n")[0].splitlines())
+    assert '"./[s3,model]"' in run and "pip uninstall --yes onnxruntime" in run
+    assert "onnxruntime-gpu==${ONNXRUNTIME_VERSION}" in run
+    constraints = (REPO / ".ci" / "constraints.txt").read_text()
+    pinned = re.search(r"^onnxruntime==(\S+)$", constraints, re.M)
+    assert pinned and f"ARG ONNXRUNTIME_VERSION={pinned[1]}\n" in text
+    assert "CUDAExecutionProvider" in run and "pupsnr advise --help" in run
+    assert text.rstrip().splitlines()[-2].startswith("USER 10001")
+    assert (DEPLOY / "Dockerfile.gpu.dockerignore").read_text().splitlines()[-1] == "**"
+
+
+def test_gpu_dockerfile_passes_hadolint():
+    findings = hadolint(GPU_DOCKERFILE)
+    assert findings == [], "\n".join(f"{f['line']}: {f['code']} {f['message']}" for f in findings)
 
 
 def test_worker_threads_and_memory_limit_match_the_container_limits():
@@ -462,7 +504,13 @@ def test_job_runner_ends_and_reaches_its_cluster():
 def test_credentials_come_from_the_secret_and_none_are_committed():
     secret = manifest("Secret")
     assert all(value == "" for value in secret["stringData"].values()), "credentials committed"
-    needs_s3 = {"DaskCluster/worker", "DaskJob/worker", "DaskJob/job", "helm/worker"}
+    needs_s3 = {
+        "DaskCluster/worker",
+        "DaskWorkerGroup/worker",
+        "DaskJob/worker",
+        "DaskJob/job",
+        "helm/worker",
+    }
     for where, container in all_containers():
         env = {var["name"]: var for var in container.get("env", [])}
         assert not container.get("envFrom"), f"{where}: name the variables, not the whole Secret"
