@@ -65,18 +65,17 @@ def _workers_cpu(client) -> float:
     return sum(client.run(time.process_time).values())
 
 
-def fused_psnr(block: np.ndarray, spec: model.ModelSpec) -> np.ndarray:
-    """One task per chunk: variant, model and PSNR of a chunk of img_true."""
-    return psnr_kernel(block, model.predict_kernel(block, spec, gray_kernel))
-
-
 def on_cluster(
     store: str, spec: model.ModelSpec, chunk: int
 ) -> dict[str, tuple[np.ndarray, float, float]]:
     """On the command line's LocalCluster of 2 single-threaded workers: ``predict`` then a
-    ``map_blocks`` PSNR (as a caller would write it), and the same fused into one task per
-    chunk. PSNRs, wall seconds, and CPU seconds of the worker processes, of each."""
+    ``map_blocks`` PSNR (as a caller would write it), and the tasks of ``pupsnr advise
+    --model`` (:func:`pupsnr_dask.advise.inference.fused_tasks`: variant, model, rounding and
+    PSNR in one task per chunk). PSNRs, wall seconds, and CPU seconds of the worker processes,
+    of each."""
+    from pupsnr_dask.advise.inference import fused_tasks
     from pupsnr_dask.cluster import connect
+    from pupsnr_dask.registry import resolve_variant
 
     out = {}
     with connect(n_workers=2, dashboard_address="127.0.0.1:0", quiet=True) as client:
@@ -87,14 +86,18 @@ def on_cluster(
             "predict + PSNR, LocalCluster 2 x 1": da.map_blocks(
                 psnr_kernel, truth, outputs, drop_axis=[1, 2, 3], dtype=np.float64
             ),
-            "fused in 1 task, LocalCluster 2 x 1": da.map_blocks(
-                fused_psnr, truth, spec=spec, drop_axis=[1, 2, 3], dtype=np.float64
-            ),
         }
+        keys = [str(k) for k in range(len(truth))]  # gray needs no keys; noise<s> would
+        tasks = fused_tasks(truth, keys, spec, resolve_variant("gray"), psnr_kernel, chunk)
         for label, psnr in graphs.items():
             wall, cpu = time.perf_counter(), _workers_cpu(client)
             values = client.compute(psnr).result()
             out[label] = values, time.perf_counter() - wall, _workers_cpu(client) - cpu
+        label = "advise --model tasks, LocalCluster 2 x 1"
+        wall, cpu = time.perf_counter(), _workers_cpu(client)
+        parts = client.gather(client.compute(tasks))
+        values = np.concatenate([p for p, _ in parts])
+        out[label] = values, time.perf_counter() - wall, _workers_cpu(client) - cpu
         assert client.run(model.session_count) == dict.fromkeys(client.run(os.getpid), 1)
     return out
 
@@ -144,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"ratio images/s predict on the cluster / loop (2 ORT threads): {walls[1] / walls[2]:.2f}"
     )
-    print(f"ratio images/s fused on the cluster / loop (1 thread): {walls[0] / walls[3]:.2f}")
+    print(
+        f"ratio images/s advise --model tasks on the cluster / loop (1 thread): "
+        f"{walls[0] / walls[3]:.2f}"
+    )
     same = two_threads.tobytes() == loop.tobytes()
     print(
         f"PSNRs bit-identical: cluster = fused = loop; loop with 2 ORT threads = 1 thread: {same}"

@@ -225,9 +225,9 @@ def test_cli_on_a_real_cluster(img_true, results_store, local_cluster, tmp_path,
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--variant", "gray"], "exactly one of --predictions and --output-psnr"),
+        (["--variant", "gray"], "exactly one of --predictions, --output-psnr and --model"),
         (["--variant", "gray", "--output-psnr", "15", "--predictions", "{tmp}"], "exactly one"),
-        (["--variant", "sepia", "--output-psnr", "15"], "Invalid value for '--variant'"),
+        (["--variant", "sepia", "--output-psnr", "15"], "the results' variants ('true', 'gray'"),
         (["--variant", "gray", "--predictions", "{tmp}/nothing"], "is not a folder or a store"),
         (["--variant", "gray", "--predictions", "{tmp}/empty"], "no prediction matches"),
         (["--variant", "gray", "--predictions", "{results}"], "must hold 'images'"),

@@ -62,6 +62,15 @@ def plot_advice(ds: xr.Dataset, path: str | Path | None = None, *, dpi: int = DE
     return fig
 
 
+#: How the axes name each metric of ``advise --metric``: (name, unit suffix).
+METRIC_LABELS = {"psnr": ("PSNR", " (dB)"), "psnr_y": ("Y-PSNR", " (dB)"), "ssim": ("SSIM", "")}
+
+
+def _metric_label(ds: xr.Dataset) -> tuple[str, str]:
+    metric = ds.attrs.get("metric", "psnr")
+    return METRIC_LABELS.get(metric, (metric, ""))
+
+
 def _title(a: dict[str, Any]) -> str:
     matched = a.get("matching", {})
     of = (
@@ -101,8 +110,9 @@ def _plot_depths(ax: Any, ds: xr.Dataset, x: np.ndarray) -> list[str]:
     if any("+inf" in note for note in notes):
         low, high = ax.get_ylim()  # room for the +inf markers above the data
         ax.set_ylim(low, high + 0.1 * (high - low))
-    ax.set_ylabel("PSNR against img_true (dB)")
-    ax.set_title("Output PSNR against the p_i yardstick")
+    name, unit = _metric_label(ds)
+    ax.set_ylabel(f"{name} against img_true{unit}")
+    ax.set_title(f"Output {name} against the p_i yardstick")
     # Below the axes, where it hides no data.
     ax.legend(
         loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize="small", frameon=False
@@ -191,7 +201,8 @@ def _plot_differences(ax: Any, ds: xr.Dataset, x: np.ndarray) -> list[str]:
     if margin > 0:
         ax.axhline(margin, color="black", linewidth=0.8, linestyle=":")
     what = f"mean, {100 * ds.attrs['confidence']:g}% CI" if paired else "one number, no CI"
-    ax.set_ylabel(f"output - p_i (dB; {what})")
+    unit = _metric_label(ds)[1].strip(" ()")
+    ax.set_ylabel(f"output - p_i ({unit + '; ' if unit else ''}{what})")
     ax.set_title(
         "Paired difference (% = share of images where output ≤ p_i)"
         if paired
