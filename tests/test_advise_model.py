@@ -238,30 +238,30 @@ def test_help_lists_the_model_options(capsys):
 # --- metrics ---------------------------------------------------------------------------------
 
 
-def test_ssim_of_the_outputs_is_scored_with_the_same_kernel_as_p_i(img_true, results_store, models):
-    """A results cube with an ``ssim`` variable (as `run --metrics` writes it): the PU graph's
-    outputs score what the ssim kernel gives them, and sit at the depth-3 skip copy's SSIM."""
+@pytest.mark.parametrize(("metric", "atol"), [("ssim", 2e-3), ("psnr_y", 0.02)])
+def test_other_metrics_score_the_outputs_with_the_same_kernel_as_p_i(
+    metric, atol, img_true, results_store, models
+):
+    """A results cube with a ``ssim`` or ``psnr_y`` variable (as `run --metrics` writes it):
+    the PU graph's outputs score what that kernel gives them, at the depth-3 skip copy's."""
     pixels, _ = img_true
     results = xr.open_zarr(results_store).load()
     scales = [int(s) for s in results["scale"].values]
     variants = [str(v) for v in results["variant"].values]
-    ssim = np.full(results["psnr"].shape, np.nan)  # only gray is compared: the rest unused
-    gray = variants.index("gray")
+    scores = np.full(results["psnr"].shape, np.nan)  # only gray is compared: the rest unused
     view = resolve_variant("gray").apply(pixels)
-    ssim[:, gray] = quality.pu_quality_kernel(pixels, view, scales, ["ssim"])[..., 0]
-    results["ssim"] = (("image", "variant", "scale"), ssim)
+    scores[:, variants.index("gray")] = quality.pu_quality_kernel(pixels, view, scales, [metric])[
+        ..., 0
+    ]
+    results[metric] = (("image", "variant", "scale"), scores)
     with dask.config.set(scheduler="sync"):
         ds = pp.advise_depths(
-            results,
-            model=models["pu8"],
-            model_options=UNIT_OPTIONS,
-            variant="gray",
-            metric="ssim",
+            results, model=models["pu8"], model_options=UNIT_OPTIONS, variant="gray", metric=metric
         )
-    expected = quality.ssim(pixels, rounded_pu(pixels, "gray", 8))
+    expected = getattr(quality, metric)(pixels, rounded_pu(pixels, "gray", 8))
     np.testing.assert_array_equal(ds["output_psnr_db"].values, expected)
-    np.testing.assert_allclose(ds["p_psnr_db"].sel(scale=8).values, expected, atol=2e-3)
-    assert ds.attrs["metric"] == "ssim" and ds["p_of_mean_mse_db"].isnull().all()
+    np.testing.assert_allclose(ds["p_psnr_db"].sel(scale=8).values, expected, atol=atol)
+    assert ds.attrs["metric"] == metric and ds["p_of_mean_mse_db"].isnull().all()
     v = verdicts(ds)
     assert v[16] == v[32] == BEATEN and v[1] == v[2] == WORSE
     assert ds.attrs["crossover_depth"] == 4

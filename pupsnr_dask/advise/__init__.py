@@ -25,6 +25,9 @@ Steps, each in its module:
    by relative path; missing, extra and ambiguous ones are reported;
 2. :mod:`~pupsnr_dask.advise.predictions` -- one lazy task per batch: decode each output like
    ingest does and measure its PSNR against img_true;
+   or, with a model, :mod:`~pupsnr_dask.advise.inference` -- one fused task per batch: the
+   input variant (as ``run`` builds it), the ONNX model, outputs rounded to uint8, their score
+   against img_true, and (``save_outputs``) the write of the outputs to a resumable store;
 3. :mod:`~pupsnr_dask.advise.compare` -- per depth: mean p_i, mean output PSNR, paired
    differences with a Student t-interval, the share of images where the output is at or below
    p_i, a verdict, and the crossover depth.
@@ -32,9 +35,9 @@ Steps, each in its module:
 :func:`advise_depths` runs them all and returns an ``xr.Dataset``: :func:`plan_advice` (open,
 check, pair; no pixel read) then :func:`run_advice` (build the graph with
 :func:`build_advice_graph`, compute it on the active scheduler, compare), which the command line
-calls apart so that bad input fails before a cluster starts. Tables and the figure are in
-:mod:`pupsnr_dask.report` (``format_advice``, ``plot_advice``); the Dataset is assembled in
-:mod:`~pupsnr_dask.advise.dataset`.
+calls apart so that bad input (and a model that does not fit) fails before a cluster starts.
+Tables and the figure are in :mod:`pupsnr_dask.report` (``format_advice``, ``plot_advice``);
+the Dataset is assembled in :mod:`~pupsnr_dask.advise.dataset`.
 """
 
 from __future__ import annotations

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 @click.option(
     "--variant",
     required=True,
+    metavar="NAME",
     help="The input the model sees: any variant RESULTS holds (gray: colourisation, mosaic: "
     "mosaic removal, sr4: super-resolution, ...).",
 )
@@ -98,6 +99,7 @@ if TYPE_CHECKING:
 @click.option(
     "--providers",
     default=",".join(DEFAULT_PROVIDERS),
+    metavar="NAMES",
     show_default=True,
     callback=csv_list(str),
     help="--model: onnxruntime execution providers in order of preference, comma-separated; "
