@@ -329,3 +329,22 @@ def test_bit_identical_across_chunkings_and_schedulers_one_session_per_worker(tr
             assert out.tobytes() == reference.tobytes()
         assert client.run(M.session_count) == dict.fromkeys(workers, 1)
         assert len(set(client.run(os.getpid).values())) == 2
+
+
+def test_a_variant_seeded_from_the_image_source_gets_each_image_its_key(truth):
+    """``noise<sigma>`` seeds its noise from each image's source: ``predict`` passes the keys of
+    each chunk's images, so the model sees what ``run`` computes, whatever the chunking."""
+    from pupsnr_dask.registry import resolve_variant
+
+    spec = M.inspect_model(om.identity_model(32), size=32)
+    pixels = small(truth)
+    keys = [f"photos/{i:03d}.png" for i in range(len(pixels))]
+    expected = resolve_variant("noise25").apply(pixels, keys)
+    assert not np.array_equal(expected, pixels)
+    for chunk in (1, 4, len(pixels)):
+        out = M.predict(lazy(pixels, chunk), spec, "noise25", keys).compute(scheduler="sync")
+        np.testing.assert_array_equal(out, expected)
+    shuffled = M.predict(lazy(pixels, 4), spec, "noise25", keys[::-1]).compute(scheduler="sync")
+    assert not np.array_equal(shuffled, expected)  # the keys, not the positions, seed it
+    with pytest.raises(ValueError, match="needs keys"):
+        M.predict(lazy(pixels, 4), spec, "noise25")
