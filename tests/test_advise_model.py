@@ -320,31 +320,35 @@ def test_saved_outputs_are_bit_identical_across_batch_sizes(
     assert docs[0] == docs[1] == docs[2]
 
 
-def test_a_killed_inference_resumes_to_identical_outputs(small_stores, tmp_path, capsys):
+KILLED = (  # `advise --model --save-outputs` in Python, on the synchronous scheduler (no cluster)
+    "import dask, sys; dask.config.set(scheduler='sync'); import pupsnr_dask as pp; "
+    "pp.advise_depths(sys.argv[1], model=sys.argv[2], variant='gray', batch_size=3, "
+    "model_options={'input_range': 'unit', 'output_range': 'unit'}, save_outputs=sys.argv[3], "
+    "progress=False)"
+)
+
+
+def test_a_killed_inference_resumes_to_identical_outputs(
+    small_stores, local_cluster, tmp_path, capsys
+):
     store, results, model = small_stores
     saved = tmp_path / "out.zarr"
-    argv = [
-        sys.executable,
-        "-m",
-        "pupsnr_dask",
-        *small_argv(results, model, saved, 3),
-        "--n-workers",
-        "1",
-        "-q",
-    ]
+    argv = [sys.executable, "-c", KILLED, str(results), model, str(saved)]
     env = killhook.env(**{killhook.KILL_AT_ENV: "advise:unit:1"})
     proc = subprocess.run(
         argv, env=env, start_new_session=True, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == -9, proc.stderr[-2000:]
-    assert Path(partial_path(str(saved))).exists()  # killed mid-way: the journal is there
-    done = sorted(p.name for p in (Path(partial_path(str(saved))) / "done").iterdir())
-    assert "00000001.json" in done and len(done) < 4
-    resumed = subprocess.run(
-        argv, env=killhook.env(), capture_output=True, text=True, timeout=300, check=True
-    )
-    assert "resumed an interrupted inference" in resumed.stderr
-    assert not Path(partial_path(str(saved))).exists()
+    journal = Path(partial_path(str(saved)))
+    assert journal.exists()  # killed mid-way: the journal is there, unit 1 and others done
+    done = sorted(p.name for p in (journal / "done").iterdir())
+    assert "00000001.json" in done and len(done) < 4, done
+    # The command line resumes it (on a cluster), writing only the chunks left.
+    argv = [*small_argv(results, model, saved, 3), *on(local_cluster)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert f"resumed an interrupted inference: {len(done)} of 4 chunks written" in captured.err
+    assert not journal.exists() and not Path(lock_path(str(saved))).exists()
     pixels = xr.open_zarr(store)["images"].values
     out, _ = saved_pixels(saved)
     assert out.tobytes() == rounded_pu(pixels, "gray", 8).tobytes()
@@ -352,7 +356,7 @@ def test_a_killed_inference_resumes_to_identical_outputs(small_stores, tmp_path,
         clean = pp.advise_depths(
             str(results), model=model, model_options=UNIT_OPTIONS, variant="gray"
         )
-    got = [row["diff_mean_db"] for row in json.loads(resumed.stdout)["rows"]]
+    got = [row["diff_mean_db"] for row in json.loads(captured.out)["rows"]]
     assert got == clean["diff_mean_db"].values.tolist()
 
 
