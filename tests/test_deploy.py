@@ -41,6 +41,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 DOCKERFILE = DEPLOY / "Dockerfile"
+GPU_DOCKERFILE = DEPLOY / "Dockerfile.gpu"  # the GPU worker group's image, FROM that one
 DOCKERIGNORE = DEPLOY / "Dockerfile.dockerignore"  # BuildKit's per-Dockerfile ignore file
 MANIFEST_DIR = DEPLOY / "kubernetes"
 HELM_VALUES = DEPLOY / "helm" / "dask-values.yaml"
@@ -373,7 +374,7 @@ def test_dockerignore_sends_what_the_dockerfile_copies_and_nothing_else():
 
 
 def test_no_manifest_values_or_dockerfile_names_a_removed_command():
-    files = [DOCKERFILE, HELM_VALUES, *sorted(MANIFEST_DIR.glob("*.yaml"))]
+    files = [DOCKERFILE, GPU_DOCKERFILE, HELM_VALUES, *sorted(MANIFEST_DIR.glob("*.yaml"))]
     for path in files:
         for n, line in enumerate(path.read_text().splitlines(), 1):
             assert not REMOVED_COMMANDS.search(line), f"{path.name}:{n}: {line.strip()}"
@@ -386,7 +387,8 @@ def test_no_manifest_values_or_dockerfile_names_a_removed_command():
         assert container["args"][:2] == expected[role], f"{where}: {container['args']}"
         seen.add(where)
     assert seen == {"DaskCluster/scheduler", "DaskCluster/worker", "DaskJob/scheduler",
-                    "DaskJob/worker", "DaskJob/job", "helm/scheduler", "helm/worker"}  # fmt: skip
+                    "DaskJob/worker", "DaskJob/job", "helm/scheduler", "helm/worker",
+                    "DaskWorkerGroup/worker"}  # fmt: skip
 
 
 def test_one_image_everywhere():
@@ -409,9 +411,6 @@ def test_every_container_requests_and_limits_cpu_and_memory():
             request = quantity(resources["requests"][kind])
             limit = quantity(resources["limits"][kind])
             assert 0 < request <= limit, f"{where}: {kind} request {request} > limit {limit}"
-
-
-GPU_DOCKERFILE = DEPLOY / "Dockerfile.gpu"
 
 
 def test_gpu_worker_group_joins_the_cluster_on_gpu_nodes_with_the_gpu_image():
