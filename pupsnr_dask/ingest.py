@@ -595,7 +595,7 @@ def _existing_store(job: _Job) -> tuple[IngestBase, set[str]] | None:
             "use --overwrite to rebuild it"
         )
     sources = [str(s) for s in ds[schema.SOURCE].values]
-    rejected = attrs.get(schema.REJECTED_ATTR, [])
+    rejected = schema.json_attr(attrs, schema.REJECTED_ATTR, [])
     base = IngestBase(
         images=len(sources),
         files=int(attrs.get("n_files", len(sources) + len(rejected))),
@@ -884,15 +884,17 @@ def _extend_store(
         if len(values):
             arrays[name].with_config({"write_empty_chunks": True})[n0:total] = values
     arrays[schema.SPLIT].with_config({"write_empty_chunks": True})[:] = split.astype(str)
-    old_rejected: list[Any] = list(group.attrs.get(schema.REJECTED_ATTR, []))  # type: ignore[arg-type]
+    old_rejected: list[Any] = list(schema.json_attr(group.attrs, schema.REJECTED_ATTR, []))
     group.attrs.update(
-        {
-            schema.REJECTED_ATTR: [
-                *old_rejected[: base.rejected],
-                *_rejected_entries(rejected),
-            ],
-            "n_files": base.files + n_files,
-        }
+        schema.encode_attrs(
+            {
+                schema.REJECTED_ATTR: [
+                    *old_rejected[: base.rejected],
+                    *_rejected_entries(rejected),
+                ],
+                "n_files": base.files + n_files,
+            }
+        )
     )
 
 

@@ -23,6 +23,8 @@ Two kinds of store are written by pupsnr_dask, both Zarr groups that ``xr.open_z
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -104,7 +106,126 @@ VERSION_ATTR = "pupsnr_version"
 REJECTED_ATTR = "rejected"
 
 
+#: Attributes whose value is a list or a mapping, stored as JSON text (:func:`encode_attrs`).
+JSON_ATTRS = (REJECTED_ATTR, "images_store_attrs")
+
+
 StoreKind = Literal["images", "psnr"]
+
+
+# -- CF-style attributes of every variable and coordinate --------------------------------------
+#: ``units``, ``long_name`` and ``description`` of each variable and coordinate of both kinds
+#: of store, written by :func:`pupsnr_dask.store.zarr_io.create_store` (CF conventions 1.11,
+#: section 3). Only ``psnr`` has units: the other quantities are counts, labels, ratios or
+#: squared 0-255 values, which CF writes without ``units``; ``resolution``, ``original_width``
+#: and ``original_height`` are numbers of pixels, said in ``long_name`` (UDUNITS, the units
+#: CF allows, has no pixel).
+VARIABLE_ATTRS: dict[str, dict[str, str]] = {
+    IMAGES: {
+        "long_name": "img_true: RGB image resized with LANCZOS",
+        "description": "uint8 values 0-255, channels R, G, B; the image aspect ratio is not kept",
+    },
+    IMAGE: {
+        "long_name": "image index",
+        "description": "stable index of each image, kept when a store is extended",
+    },
+    SOURCE: {
+        "long_name": "source file",
+        "description": "path of the image file relative to the ingested folder, / separators",
+    },
+    COLOR_SCORE: {
+        "long_name": "colour score",
+        "description": "mean of the 3x3 correlation matrix of the original R, G, B values; "
+        "colour when below the store's threshold attribute",
+    },
+    SPLIT: {"long_name": "data split", "description": "'train' or 'test'"},
+    ORIGINAL_WIDTH: {"long_name": "original width in pixels"},
+    ORIGINAL_HEIGHT: {"long_name": "original height in pixels"},
+    PSNR: {
+        "units": "dB",
+        "long_name": "PSNR of the PU-transformed variant against img_true",
+        "description": "10*log10(255**2 / mse), per image; +inf for identical images",
+    },
+    MSE: {
+        "long_name": "mean squared error against img_true",
+        "description": "mean over all pixels and channels of (PU(variant, scale) - img_true)**2 "
+        "on the 0-255 scale, float64; no units (squared 0-255 pixel values)",
+    },
+    VARIANT: {
+        "long_name": "variant",
+        "description": "the input a U-Net would see: 'true' (img_true), 'gray', 'mosaic', ...",
+    },
+    SCALE: {
+        "long_name": "PU scale",
+        "description": "side of the average-pooled blocks; the PU transform at scale s keeps "
+        "size/s x size/s pixels (U-Net depth log2(s))",
+    },
+    RESOLUTION: {
+        "long_name": "resolution in pixels",
+        "description": "size // scale: the side of the pooled image",
+    },
+}
+
+
+def encode_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """``attrs`` with every list, tuple or mapping value as JSON text.
+
+    NetCDF (and so ``ds.to_netcdf``) carries only strings, numbers and flat arrays of numbers
+    as attributes; JSON text carries anything and :func:`json_attr` reads it back.
+
+    Examples
+    --------
+    >>> encode_attrs({"size": 256, "rejected": [{"source": "a.png", "reason": "grey"}]})
+    {'size': 256, 'rejected': '[{"source": "a.png", "reason": "grey"}]'}
+    """
+    return {
+        k: json.dumps(v) if isinstance(v, list | tuple | Mapping) else v for k, v in attrs.items()
+    }
+
+
+def json_attr(attrs: Mapping[str, Any], name: str, default: Any = None) -> Any:
+    """The value of the JSON attribute ``name``: decoded, or as is when it is a list or dict.
+
+    Older stores keep these attributes as lists and mappings (not JSON text); both
+    forms are read. ``default`` when the attribute is absent; :class:`StoreError` when it is
+    a string that is not JSON.
+
+    Examples
+    --------
+    >>> json_attr({"rejected": '[{"source": "a.png", "reason": "grey"}]'}, "rejected")
+    [{'source': 'a.png', 'reason': 'grey'}]
+    >>> json_attr({"rejected": [{"source": "a.png", "reason": "grey"}]}, "rejected")
+    [{'source': 'a.png', 'reason': 'grey'}]
+    >>> json_attr({}, "rejected", [])
+    []
+    """
+    if name not in attrs:
+        return default
+    value = attrs[name]
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except (ValueError, RecursionError):  # RecursionError: hostile nesting
+            raise StoreError(f"attribute {name!r} is not valid JSON text") from None
+    return value
+
+
+def _decoded(value: Any) -> Any:
+    """A JSON attribute's value decoded, or None when it is a string that is not JSON."""
+    try:
+        return json_attr({"v": value}, "v")
+    except StoreError:
+        return None
+
+
+def _rejected_ok(value: Any) -> bool:
+    value = _decoded(value)
+    return isinstance(value, list) and all(
+        isinstance(r, dict)
+        and isinstance(r.get("source"), str)
+        and isinstance(r.get("reason"), str)
+        for r in value
+    )
 
 
 class StoreError(ValueError):
@@ -155,20 +276,16 @@ _ATTR_TYPES: dict[str, dict[str, tuple[str, Any]]] = {
         "threshold": ("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool)),
         "src": ("a string", lambda v: isinstance(v, str)),
         REJECTED_ATTR: (
-            "a list of objects with strings 'source' and 'reason'",
-            lambda v: (
-                isinstance(v, list)
-                and all(
-                    isinstance(r, dict)
-                    and isinstance(r.get("source"), str)
-                    and isinstance(r.get("reason"), str)
-                    for r in v
-                )
-            ),
+            "a list of objects with strings 'source' and 'reason' (as JSON text)",
+            _rejected_ok,
         ),
     },
     "psnr": {
         "images_store": ("a string", lambda v: isinstance(v, str)),
+        "images_store_attrs": (
+            "an object (as JSON text)",
+            lambda v: isinstance(_decoded(v), dict),
+        ),
         "method": ("a string", lambda v: isinstance(v, str)),
         "size": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     },
@@ -183,8 +300,8 @@ def label_defects(ds: xr.Dataset, kind: StoreKind) -> list[str]:
 
     Examples
     --------
-    >>> label_defects(xr.Dataset(attrs={"rejected": "oops", "size": 32}), "images")
-    ["attribute 'rejected' must be a list of objects with strings 'source' and 'reason'; got a str"]
+    >>> label_defects(xr.Dataset(attrs={"size": "32", "rejected": []}), "images")
+    ["attribute 'size' must be an integer; got a str"]
     """
     out = [
         f"attribute {attr!r} must be {what}; got a {type(ds.attrs[attr]).__name__}"

@@ -271,7 +271,7 @@ def _images_defects(ds: Any) -> list[str]:
         out.append(f"images are chunked {tuple(chunks)}; expected whole images per chunk")
     out += _index_defects(ds)
     sources = [str(s) for s in ds[schema.SOURCE].values]
-    rejected = ds.attrs.get(schema.REJECTED_ATTR, [])
+    rejected = schema.json_attr(ds.attrs, schema.REJECTED_ATTR, [])  # checked: valid
     overlap = set(sources) & {r.get("source") for r in rejected}
     if overlap:
         out.append(f"{len(overlap)} sources are both stored and rejected, e.g. {min(overlap)!r}")

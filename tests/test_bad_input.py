@@ -23,7 +23,7 @@ from pupsnr_dask import run_experiment as run
 from pupsnr_dask.cli import main
 from pupsnr_dask.ingest import list_files, load_source
 from pupsnr_dask.kernels.image import TooManyPixelsError, decode_rgb
-from pupsnr_dask.schema import StoreError
+from pupsnr_dask.schema import StoreError, json_attr
 from pupsnr_dask.verify import verify_store
 
 SIZE = 32
@@ -67,7 +67,7 @@ def test_every_bad_file_gets_an_answer_that_the_store_records_and_the_cli_counts
     assert "Traceback" not in proc.stderr
     ds = xr.open_zarr(store)
     stored = {str(s): i for i, s in enumerate(ds["source"].values)}
-    rejected = {r["source"]: r["reason"] for r in ds.attrs["rejected"]}
+    rejected = {r["source"]: r["reason"] for r in json_attr(ds.attrs, "rejected")}
     assert set(stored) | set(rejected) == set(cases), "a file was dropped silently, or invented"
     assert not set(stored) & set(rejected)
     for case in cases.values():

@@ -15,6 +15,7 @@ from pupsnr_dask import ingest_folder as ingest
 from pupsnr_dask import open_images
 from pupsnr_dask.ingest import assign_split, list_files
 from pupsnr_dask.kernels.image import color_score, decode_rgb, load_resized
+from pupsnr_dask.schema import json_attr
 
 
 def test_store_layout(images_store):
@@ -35,7 +36,7 @@ def test_store_layout(images_store):
 def test_store_equals_the_reference_loop(images_store, sample_dir):
     ds = xr.open_zarr(images_store)
     stored = dict(zip(ds["source"].values, range(ds.sizes["image"]), strict=True))
-    rejected = {r["source"]: r["reason"] for r in ds.attrs["rejected"]}
+    rejected = {r["source"]: r["reason"] for r in json_attr(ds.attrs, "rejected")}
     files = sorted(p for p in sample_dir.rglob("*") if p.is_file())
     assert len(files) == len(stored) + len(rejected) == ds.attrs["n_files"]
     for path in files:
@@ -55,7 +56,8 @@ def test_store_equals_the_reference_loop(images_store, sample_dir):
 def test_sample_set_has_both_colour_and_gray_photos(images_store):
     ds = xr.open_zarr(images_store)
     assert ds.sizes["image"] >= 10
-    assert {"skimage/camera.png", "skimage/moon.png"} <= {r["source"] for r in ds.attrs["rejected"]}
+    rejected = {r["source"] for r in json_attr(ds.attrs, "rejected")}
+    assert {"skimage/camera.png", "skimage/moon.png"} <= rejected
 
 
 def test_color_score_matches_corrcoef(sample_dir):
@@ -162,7 +164,7 @@ def test_rejections_are_listed_and_ingest_is_parallel_safe(tmp_path):
         assert (summary.n_files, summary.n_images) == (12, 9)
         stores.append(xr.open_zarr(store).load())
         assert not (tmp_path / f"s{chunk}.zarr.partial").exists()
-    reasons = {r["source"]: r["reason"] for r in stores[0].attrs["rejected"]}
+    reasons = {r["source"]: r["reason"] for r in json_attr(stores[0].attrs, "rejected")}
     assert reasons["gray.png"].startswith("not colour")
     assert reasons["broken.jpg"].startswith("cannot decode")
     assert reasons["notes.txt"] == "not an image file extension"

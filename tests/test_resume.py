@@ -27,6 +27,7 @@ from storefiles import files
 from pupsnr_dask import ingest_folder as ingest
 from pupsnr_dask import run_experiment as run
 from pupsnr_dask.cli import main
+from pupsnr_dask.schema import json_attr
 from pupsnr_dask.store.fs import lock_path, partial_path
 from pupsnr_dask.store.lock import StoreLock, StoreLockedError
 
@@ -175,7 +176,7 @@ def test_incremental_ingest_appends_only_new_files_keeping_indices(world, grown)
     )
     assert list(new["source"].values[14:]) == ["aa_first.png", "zz_last.png"]
     assert new.attrs["n_files"] == 19
-    rejected = [r["source"] for r in new.attrs["rejected"]]
+    rejected = [r["source"] for r in json_attr(new.attrs, "rejected")]
     assert rejected == ["broken.jpg", "gray.png", "d1/new_gray.png"]
     api_ingest(grown / "src", grown / "fresh.zarr")  # all at once: same images, other order
     fresh = xr.open_zarr(grown / "fresh.zarr").load()

@@ -188,7 +188,8 @@ def test_a_postscript_file_named_jpg_is_never_handed_to_ghostscript(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not marker.exists(), f"Ghostscript was run: {marker.read_text()}"
     rejected = {
-        r["source"]: r["reason"] for r in xr.open_zarr(tmp_path / "d.zarr").attrs["rejected"]
+        r["source"]: r["reason"]
+        for r in schema.json_attr(xr.open_zarr(tmp_path / "d.zarr").attrs, "rejected")
     }
     assert rejected == {"holiday.jpg": "cannot decode: not a JPEG file (the extension says .jpg)"}
 
@@ -373,7 +374,7 @@ def test_on_a_worker_the_budget_is_half_its_memory_limit(tmp_path):
         ingest(str(src), str(tmp_path / "d.zarr"), size=SIZE, progress=False)
     ds = xr.open_zarr(tmp_path / "d.zarr")
     assert ds["source"].values.tolist() == ["ok.png"]
-    assert ds.attrs["rejected"][0]["reason"] == (
+    assert schema.json_attr(ds.attrs, "rejected")[0]["reason"] == (
         "cannot decode: would need 528 MB to decode, more than the 500 MB limit"
     )
 

@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from pupsnr_dask.schema import IMAGES, StoreError, StoreKind, validate
+from pupsnr_dask.schema import (
+    IMAGES,
+    VARIABLE_ATTRS,
+    StoreError,
+    StoreKind,
+    encode_attrs,
+    validate,
+)
 from pupsnr_dask.store.codecs import compressors, ends_with_checksum
 from pupsnr_dask.store.fs import absolute, is_url, partial_path, store_exists
 from pupsnr_dask.store.integrity import (
@@ -98,6 +105,10 @@ def create_store(
 
     Every variable whose encoded ``compressors`` do not end with the checksum gets
     :func:`compressors` (zstd and a checksum), so that every chunk written can be checked.
+    Every variable named in :data:`pupsnr_dask.schema.VARIABLE_ATTRS` gets its CF-style
+    attributes (``units``, ``long_name``, ``description``; they replace the caller's of the
+    same name), and list or mapping attributes of the dataset are written as JSON text
+    (:func:`pupsnr_dask.schema.encode_attrs`), so that ``ds.to_netcdf`` can carry them.
 
     Returns
     -------
@@ -108,9 +119,11 @@ def create_store(
     import warnings
 
     out = align_to_shards(ds)
-    for var in out.variables.values():  # a copy: the caller's encodings are left as they are
+    out.attrs = encode_attrs(out.attrs)
+    for name, var in out.variables.items():  # a copy: the caller's encodings are kept
         if not ends_with_checksum(var.encoding.get("compressors")):
             var.encoding = {**var.encoding, "compressors": compressors()}
+        var.attrs = {**var.attrs, **VARIABLE_ATTRS.get(str(name), {})}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
         return out.to_zarr(
