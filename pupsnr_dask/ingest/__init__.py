@@ -11,7 +11,10 @@ Steps (SPEC.md, "Data preparation"), each a small function:
 :func:`ingest_folder` runs steps 2-4 in parallel, one task per batch of files, on the active Dask
 scheduler. Each task writes its resized images straight into a staging array next to the
 store (``STORE.partial``) and returns only small records, so nothing large passes through the
-client; the accepted images are then gathered, in file order, into the final store.
+client; the accepted images are then gathered, in file order, into the final store, chunk by
+chunk, and each staged batch is deleted as soon as its images are all in the store: the
+staging and the store together never hold much more than the finished store (1.1x at most
+on the tests' stores of 30 chunks and more).
 
 The stages, one module each: :mod:`~pupsnr_dask.ingest.listing` (SRC's files),
 :mod:`~pupsnr_dask.ingest.plan` (the typed plan, the new files, the existing store's check),
@@ -42,6 +45,7 @@ from typing import Any
 from pupsnr_dask.cluster import check_workers_see
 from pupsnr_dask.ingest.commit import (
     assign_split,
+    consumed_batches,
     duplicate_warnings,
     finalize,
     pixel_digests,
@@ -53,12 +57,19 @@ from pupsnr_dask.ingest.plan import (
     DEFAULT_THRESHOLD,
     PIXELS_ZSTD_LEVEL,
     Job,
+    batches,
     check_ingest_args,
     interrupted_plan,
     pixels_compressors,
     plan_new_files,
 )
-from pupsnr_dask.ingest.stage import KILLED_WORKER_REASON, LOGGER, load_source, staged_records
+from pupsnr_dask.ingest.stage import (
+    KILLED_WORKER_REASON,
+    LOGGER,
+    load_source,
+    staged_markers,
+    staged_records,
+)
 from pupsnr_dask.kernels.image import Record
 from pupsnr_dask.store.fs import check_store_output, lock_path, parse_storage_options
 from pupsnr_dask.store.journal import (
@@ -205,7 +216,15 @@ def ingest_folder(
 
 def _execute(job: Job, plan: IngestPlan, summary: IngestSummary) -> None:
     """Stage what is not staged yet, write the store, forget the plan."""
-    records = staged_records(job, plan, summary.notes)
+    found = staged_markers(job, plan)
+    before: list[Record] = []
+    unneeded: set[int] = set()
+    if len(found) == len(batches(plan)):  # a resume: some staged pixels may be gone already
+        before = [r for b in sorted(found) for r in found[b].records]
+        unneeded = consumed_batches(job, plan, before)
+    records = staged_records(job, plan, summary.notes, found, unneeded)
+    if unneeded and records != before:  # a file changed under a partly written store
+        records = staged_records(job, plan, [], staged_markers(job, plan))
     durable_moment("ingest:staged")
     summary.notes += finalize(job, plan, records)
     n_images = plan.base.images + sum(r.accepted for r in records)

@@ -7,10 +7,12 @@ its images, so that a resumed ingest redoes only what has no marker.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,11 +23,11 @@ from dask.base import tokenize
 
 from pupsnr_dask import schema
 from pupsnr_dask._version import __version__
-from pupsnr_dask.cluster import compute
-from pupsnr_dask.ingest.plan import COPIED, CREATED, Job, pixels_compressors
+from pupsnr_dask.cluster import compute, parallelism
+from pupsnr_dask.ingest.plan import COPIED, CREATED, Job, batches, pixels_compressors
 from pupsnr_dask.kernels.image import Record
 from pupsnr_dask.store.codecs import quiet_zarr_warnings
-from pupsnr_dask.store.fs import remove_store
+from pupsnr_dask.store.fs import remove_store, url_to_fs
 from pupsnr_dask.store.journal import (
     DONE_FOLDER,
     IngestPlan,
@@ -86,7 +88,7 @@ def finalize(job: Job, plan: IngestPlan, records: list[Record]) -> list[str]:
     rejected = [r for r in records if not r.accepted]
     n0 = plan.base.images
     so = job.storage_options
-    created = {"images": len(kept), "records": _records_digest(records)}
+    created = _created_doc(records)
     if not done_units(job.store, {0: created}, so, step=CREATED):
         # Pixels copied for another outcome of the staging (a file changed meanwhile): stale.
         remove_partial(job.store, so, kind="images", entry=f"{DONE_FOLDER}/{COPIED}")
@@ -103,17 +105,18 @@ def finalize(job: Job, plan: IngestPlan, records: list[Record]) -> list[str]:
             _extend_store(job, plan, kept, rejected, len(records))
         mark_done(job.store, 0, created, so, step=CREATED)
     durable_moment("ingest:final-created")
-    digests = _copy_images(job, accepted, n0)
+    digests = _copy_images(job, plan, accepted, n0)
     if n0:
         _consolidate(job)
     durable_moment("ingest:finalized")
     return duplicate_warnings([r.source for r in kept], digests)
 
 
-def _records_digest(records: list[Record]) -> str:
-    """A digest of every record of a plan: a store created for other records is redone."""
+def _created_doc(records: list[Record]) -> dict[str, Any]:
+    """The marker of the store created for these records: one made for others is redone."""
     text = json.dumps([asdict(r) for r in records], allow_nan=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+    n_kept = sum(r.accepted for r in records)
+    return {"images": n_kept, "records": hashlib.sha256(text.encode()).hexdigest()}
 
 
 def duplicate_warnings(sources: list[str], digests: list[str]) -> list[str]:
@@ -231,33 +234,124 @@ def _consolidate(job: Job) -> None:
         zarr.consolidate_metadata(group.store, path=group.path or None)
 
 
-def _copy_images(job: Job, accepted: list[int], n0: int) -> list[str]:
+def _copy_images(job: Job, plan: IngestPlan, accepted: list[int], n0: int) -> list[str]:
     """Copy the accepted staged images to ``images[n0:]``, one task per chunk or shard.
 
-    Units with a marker are not copied again. Returns the :func:`pixel_digests` of the
-    images of this plan, in order.
+    Units with a marker are not copied again. The units run in waves as wide as the
+    scheduler (:func:`~pupsnr_dask.cluster.parallelism`), in order; after each wave, the
+    staged chunks whose images are all in marked units are deleted, so that the staging and
+    the store together never hold much more than the store (issue 12: peak disk <= 1.1x).
+    Returns the :func:`pixel_digests` of the images of this plan, in order.
     """
     import zarr
 
     so = job.storage_options
     final = zarr.open_array(job.url(schema.IMAGES), mode="r", storage_options=so)
     bounds = unit_bounds(n0, n0 + len(accepted), write_unit(final))
-    found = read_done(job.store, range(len(bounds)), so, step=COPIED)
+    done = _copied_units(job, bounds)
+    last = _last_use(accepted, bounds, n0, plan.params.chunk_size)
+    n_batches = len(batches(plan))
+    dropped: set[int] = set()
+
+    def drop_consumed() -> None:
+        gone = consumed(last, done, n_batches) - dropped
+        _drop_staged(job, sorted(gone))
+        dropped.update(gone)
+
+    drop_consumed()
+    todo = [k for k in range(len(bounds)) if k not in done]
+    token = tokenize(job.store, accepted, n0)
+    task = dask.delayed(_copy_unit, pure=True)
+    width = parallelism()
+    for i in range(0, len(todo), width):
+        wave = todo[i : i + width]
+        tasks = [
+            task(
+                job,
+                accepted[bounds[k][0] - n0 : bounds[k][1] - n0],
+                bounds[k][0],
+                k,
+                dask_key_name=f"pupsnr-copy-{token}-{k:08d}",
+            )
+            for k in wave
+        ]
+        done.update(zip(wave, compute(*tasks, progress=False), strict=True))
+        drop_consumed()
+    return [d for k in range(len(bounds)) for d in done[k].digests]
+
+
+def _copied_units(job: Job, bounds: list[tuple[int, int]]) -> dict[int, CopiedUnit]:
+    """The units of ``bounds`` whose marker says they are copied, by unit number."""
+    found = read_done(job.store, range(len(bounds)), job.storage_options, step=COPIED)
     done: dict[int, CopiedUnit] = {}
     for k, doc in found.items():
         unit = CopiedUnit.from_json(doc)
         if unit is not None and (unit.start, unit.stop) == bounds[k]:
             done[k] = unit
-    token = tokenize(job.store, accepted, n0)
-    task = dask.delayed(_copy_unit, pure=True)
-    tasks = {
-        k: task(job, accepted[a - n0 : b - n0], a, k, dask_key_name=f"pupsnr-copy-{token}-{k:08d}")
-        for k, (a, b) in enumerate(bounds)
-        if k not in done
-    }
-    copied = compute(*tasks.values(), progress=job.progress) if tasks else ()
-    done.update(zip(tasks, copied, strict=True))
-    return [d for k in range(len(bounds)) for d in done[k].digests]
+    return done
+
+
+def _last_use(
+    accepted: list[int], bounds: list[tuple[int, int]], n0: int, chunk: int
+) -> dict[int, int]:
+    """The last unit that reads each staged batch (batches with no accepted image: none)."""
+    last = {}
+    for k, (a, b) in enumerate(bounds):
+        for row in accepted[a - n0 : b - n0]:
+            last[row // chunk] = k
+    return last
+
+
+def consumed(last: dict[int, int], done: Iterable[int], n_batches: int) -> set[int]:
+    """The staged batches no unit still to copy reads: every unit up to their last is done.
+
+    Examples
+    --------
+    >>> sorted(consumed({0: 0, 1: 1, 3: 2}, {0, 2}, 4))
+    [0, 2]
+    """
+    marked = set(done)
+    prefix = 0
+    while prefix in marked:
+        prefix += 1
+    return {b for b in range(n_batches) if b not in last or last[b] < prefix}
+
+
+def consumed_batches(job: Job, plan: IngestPlan, records: list[Record]) -> set[int]:
+    """The staged batches whose pixels this plan no longer needs, given its records.
+
+    Those with no accepted image, and, once the store is created for exactly these records,
+    those whose images are all in copied units: a resume neither checks nor restages them.
+    """
+    import zarr
+
+    accepted = [i for i, r in enumerate(records) if r.accepted]
+    n_batches = len(batches(plan))
+    n0, chunk = plan.base.images, plan.params.chunk_size
+    so = job.storage_options
+    if not done_units(job.store, {0: _created_doc(records)}, so, step=CREATED):
+        return consumed(_last_use(accepted, [(n0, n0 + len(accepted))], n0, chunk), (), n_batches)
+    try:
+        final = zarr.open_array(job.url(schema.IMAGES), mode="r", storage_options=so)
+    except Exception:  # not there after all: every batch with images is needed
+        return consumed(_last_use(accepted, [(n0, n0 + len(accepted))], n0, chunk), (), n_batches)
+    bounds = unit_bounds(n0, n0 + len(accepted), write_unit(final))
+    done = _copied_units(job, bounds)
+    return consumed(_last_use(accepted, bounds, n0, chunk), done, n_batches)
+
+
+def _drop_staged(job: Job, gone: list[int]) -> None:
+    """Delete the staged chunks of the batches ``gone`` (ours: inside ``STORE.partial``)."""
+    if not gone:
+        return
+    import zarr
+
+    staging = zarr.open_array(job.staging, mode="r", storage_options=job.storage_options)
+    fs, root = url_to_fs(job.staging, job.storage_options)
+    paths = [f"{root}/{staging.metadata.encode_chunk_key((b, 0, 0, 0))}" for b in gone]
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm_file(path)
 
 
 def _copy_unit(job: Job, rows: list[int], start: int, unit: int) -> CopiedUnit:

@@ -190,17 +190,28 @@ def _staged_intact(job: Job, batch: int, n: int, digest: str) -> bool:
         return False
 
 
-def staged_records(job: Job, plan: IngestPlan, notes: list[str]) -> list[Record]:
-    """Every planned file's record, staging the batches that have no intact marker yet."""
+def staged_records(
+    job: Job,
+    plan: IngestPlan,
+    notes: list[str],
+    found: dict[int, StagedBatch],
+    unneeded: frozenset[int] | set[int] = frozenset(),
+) -> list[Record]:
+    """Every planned file's record, staging the batches that have no intact marker yet.
+
+    ``found``: the batches' markers (:func:`staged_markers`); those in ``unneeded``, whose
+    pixels are needed no more (already in the final store, or none kept), are not checked.
+    """
     plan_batches = batches(plan)
-    found = _staged_markers(job, plan)
     if found:
+        check = sorted(set(found) - set(unneeded))
         tasks = [
             dask.delayed(_staged_intact, pure=True)(job, b, len(plan_batches[b]), found[b].sha256)
-            for b in sorted(found)
+            for b in check
         ]
-        intact = compute(*tasks, progress=False)
-        found = {b: found[b] for b, ok in zip(sorted(found), intact, strict=True) if ok}
+        intact = compute(*tasks, progress=False) if tasks else ()
+        failed = {b for b, ok in zip(check, intact, strict=True) if not ok}
+        found = {b: marker for b, marker in found.items() if b not in failed}
         notes.append(
             f"resumed an interrupted ingest: {len(found)} of {len(plan_batches)} batches were "
             "already staged"
@@ -212,7 +223,7 @@ def staged_records(job: Job, plan: IngestPlan, notes: list[str]) -> list[Record]
     return [r for b in range(len(plan_batches)) for r in records[b]]
 
 
-def _staged_markers(job: Job, plan: IngestPlan) -> dict[int, StagedBatch]:
+def staged_markers(job: Job, plan: IngestPlan) -> dict[int, StagedBatch]:
     """The markers of staged batches that match the plan, by batch number."""
     plan_batches = batches(plan)
     docs = read_done(job.store, range(len(plan_batches)), job.storage_options, step=STAGED)
