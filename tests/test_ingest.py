@@ -222,3 +222,33 @@ def test_refuses_existing_store_missing_and_empty_src(tmp_path, sample_dir):
     write_image(gray_only / "g.png", np.zeros((20, 20), np.uint8))
     with pytest.raises(ValueError, match="no colour images"):
         ingest(str(gray_only), str(tmp_path / "y.zarr"), progress=False)
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar", "tar.gz"])
+def test_an_archive_is_ingested_in_place_like_its_folder(tmp_path, sample_dir, images_store, kind):
+    """SRC may be a .zip/.tar/.tar.gz (read through fsspec's zip:// and tar://, not unpacked):
+    the store equals the folder's, member paths as ``source``, the archive's path as ``src``."""
+    import tarfile
+    import zipfile
+
+    members = sorted(p for p in sample_dir.rglob("*") if p.is_file())
+    archive = tmp_path / f"photos.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w") as zf:
+            for p in members:
+                zf.write(p, p.relative_to(sample_dir).as_posix())
+    else:
+        with tarfile.open(archive, "w:gz" if kind.endswith("gz") else "w") as tf:
+            for p in members:
+                tf.add(p, p.relative_to(sample_dir).as_posix())
+    store = tmp_path / "a.zarr"
+    with dask.config.set(scheduler="sync"):
+        summary = ingest(str(archive), str(store), chunk_size=5, progress=False)
+        again = ingest(str(archive), str(store), chunk_size=5, progress=False)
+    got, want = xr.open_zarr(store).load(), xr.open_zarr(images_store).load()
+    xr.testing.assert_identical(got.drop_attrs(), want.drop_attrs())
+    assert got.attrs["src"] == str(archive)
+    assert {k: v for k, v in got.attrs.items() if k != "src"} == {
+        k: v for k, v in want.attrs.items() if k != "src"
+    }
+    assert summary.n_files == len(members) and again.n_files == 0

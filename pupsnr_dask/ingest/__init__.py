@@ -50,7 +50,7 @@ from pupsnr_dask.ingest.commit import (
     finalize,
     pixel_digests,
 )
-from pupsnr_dask.ingest.listing import canonical_src, list_files, skipped_note
+from pupsnr_dask.ingest.listing import canonical_src, list_files, skipped_note, source_url
 from pupsnr_dask.ingest.plan import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_SIZE,
@@ -148,7 +148,10 @@ def ingest_folder(
     Parameters
     ----------
     src : str
-        Folder (path or fsspec URL) searched recursively for images.
+        Folder (path or fsspec URL) searched recursively for images, or an archive file
+        (``.zip``, ``.tar``, ``.tar.gz``, ``.tgz``, ``.tar.bz2``, ``.tar.xz``) read in place
+        without unpacking: its member paths are the ``source`` of each image, and the store
+        records the archive's absolute path as ``src``.
     store : str
         Path or fsspec URL of the Zarr store to write.
     size : int
@@ -191,7 +194,9 @@ def ingest_folder(
     if not sources:
         raise ValueError(f"SRC {src!r} contains no files")
     params = IngestParams(canonical_src(src, storage_options), size, threshold, chunk_size)
-    job = Job(src, store, params, test_count, storage_options, progress)
+    job = Job(
+        source_url(src, storage_options), store, params, test_count, storage_options, progress
+    )
     summary = IngestSummary(store, 0, 0)
     if skipped:
         summary.notes.append(skipped_note(skipped))

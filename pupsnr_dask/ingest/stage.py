@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import posixpath
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ import numpy as np
 from dask.base import tokenize
 
 from pupsnr_dask.cluster import WORKER_DIED, compute, compute_each
+from pupsnr_dask.ingest.listing import member_path, src_root
 from pupsnr_dask.ingest.plan import STAGED, Job, batches
 from pupsnr_dask.kernels.image import (
     IMAGE_EXTENSIONS,
@@ -29,7 +29,6 @@ from pupsnr_dask.kernels.image import (
     name_failure,
     read_failure,
 )
-from pupsnr_dask.store.fs import url_to_fs
 from pupsnr_dask.store.journal import EVENT, IngestPlan, durable_moment, mark_done, read_done
 
 #: The reason recorded for a file whose task kills its worker, even when run alone.
@@ -89,7 +88,7 @@ def load_source(
     size, threshold
         As for :func:`~pupsnr_dask.kernels.image.load_resized`.
     """
-    path = posixpath.join(root, source)
+    path = member_path(root, source)
     if source.endswith("/"):
         try:
             fs.ls(path.rstrip("/"))
@@ -129,8 +128,7 @@ def _ingest_batch(
     The batch's marker (with a SHA-256 of its pixels) is written after the pixels, atomically:
     a marker that exists describes pixels that are all in place.
     """
-    fs, root = url_to_fs(src, job.storage_options)
-    root = root.rstrip("/") or "/"
+    fs, root = src_root(src, job.storage_options)
     size, threshold = job.params.size, job.params.threshold
     loaded = [_load_one(fs, root, source, size, threshold) for source in sources]
     return _write_batch(job, batch, sources, loaded)
@@ -138,8 +136,7 @@ def _ingest_batch(
 
 def _ingest_file(src: str, source: str, job: Job) -> Loaded:
     """Worker task: load one file of a batch whose worker died (see :func:`stage`)."""
-    fs, root = url_to_fs(src, job.storage_options)
-    root = root.rstrip("/") or "/"
+    fs, root = src_root(src, job.storage_options)
     return _load_one(fs, root, source, job.params.size, job.params.threshold)
 
 
