@@ -12,6 +12,8 @@ WHAT (default: all, in this order):
   SHA-256 of the batch, reading the staged chunk back and the copy into the final array;
 - ``process``: ``pupsnr ingest`` as a process (its own LocalCluster); wall, and user and
   system CPU of the whole process tree (``RUSAGE_CHILDREN``, workers included);
+- ``disk``: the peak disk use of the store and its journal during an ingest, as a ratio to
+  the finished store (measured at every durable moment, on a threaded cluster here);
 - ``threads``: ``ingest()`` in this process on a ``LocalCluster(processes=False)`` of 2
   threads (a prototype of a threaded default), and on a 2-process LocalCluster started here,
   each with the cluster's start time apart.
@@ -55,7 +57,7 @@ def stage(path: Path) -> tuple[float, float, float, bool]:
     t0 = time.process_time()
     rgb = decode_rgb(str(path))
     t1 = time.process_time()
-    score = color_score(np.asarray(rgb))
+    score = color_score(rgb)  # the Pillow image, as ingest scores it
     t2 = time.process_time()
     kept = score < DEFAULT_THRESHOLD
     if kept:
@@ -154,7 +156,7 @@ def run_parts(paths: list[Path], workdir: Path) -> None:
     )
 
 
-def run_process(folder: Path, workdir: Path, extra: list[str]) -> None:
+def run_process(folder: Path, workdir: Path, extra: list[str]) -> float:
     store = workdir / "proc.zarr"
     shutil.rmtree(store, ignore_errors=True)
     shutil.rmtree(str(store) + ".partial", ignore_errors=True)
@@ -184,6 +186,7 @@ def run_process(folder: Path, workdir: Path, extra: list[str]) -> None:
         f"`pupsnr ingest {' '.join(extra)}` process: wall {wall:.1f} s, user {user:.1f} s, "
         f"sys {sys_:.1f} s"
     )
+    return wall
 
 
 def run_threads(folder: Path, workdir: Path) -> None:
@@ -222,13 +225,54 @@ def run_threads(folder: Path, workdir: Path) -> None:
         )
 
 
+def _disk_use(*folders: Path) -> int:
+    return sum(p.stat().st_size for f in folders if f.exists() for p in f.rglob("*") if p.is_file())
+
+
+def run_disk(folder: Path, workdir: Path) -> None:
+    """Peak disk use of the store and its journal, measured at every durable moment."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    from pupsnr_dask.ingest import ingest_folder as ingest
+
+    store = workdir / "disk.zarr"
+    partial = Path(f"{store}.partial")
+    shutil.rmtree(store, ignore_errors=True)
+    shutil.rmtree(partial, ignore_errors=True)
+    seen: dict[str, int] = {}
+
+    class Measure(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen[getattr(record, "pupsnr_event", "?")] = _disk_use(store, partial)
+
+    logger = logging.getLogger("pupsnr_dask.journal")
+    logger.addHandler(Measure(logging.DEBUG))
+    logger.setLevel(logging.DEBUG)
+    # Threads in this process, so that the durable moments of the tasks are logged here.
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster),
+    ):
+        ingest(str(folder), str(store), progress=False)
+    final = _disk_use(store)
+    peak = max(seen, key=seen.__getitem__)
+    say(
+        f"disk: store {final / 1e6:.1f} MB; peak of store + journal {seen[peak] / 1e6:.1f} MB "
+        f"= {seen[peak] / final:.3f}x the store, at {peak} ({len(seen)} moments measured)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/ingest_profile.py", description=__doc__
     )
     parser.add_argument("folder", type=Path)
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--only", default="serial,mp2,parts,process,threads")
+    parser.add_argument("--only", default="serial,mp2,parts,process,threads,disk")
     parser.add_argument("--process-args", default="", help="extra args of `pupsnr ingest`")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -237,19 +281,26 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(paths)} files in {args.folder}; "
         f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}"
     )
+    walls: dict[str, float] = {}
     for what in args.only.split(","):
         if what == "serial":
-            run_serial(paths)
+            walls[what] = run_serial(paths)
         elif what == "mp2":
-            run_mp(paths)
+            walls[what] = run_mp(paths)
         elif what == "parts":
             run_parts(paths, args.workdir)
         elif what == "process":
-            run_process(args.folder, args.workdir, args.process_args.split())
+            walls[what] = run_process(args.folder, args.workdir, args.process_args.split())
         elif what == "threads":
             run_threads(args.folder, args.workdir)
+        elif what == "disk":
+            run_disk(args.folder, args.workdir)
         else:
             parser.error(f"--only: unknown {what!r}")
+    if "serial" in walls:
+        for what in ("mp2", "process"):
+            if what in walls:  # the target: `pupsnr ingest` >= 1.6x the serial loop (2 cores)
+                say(f"serial loop / {what}: {walls['serial'] / walls[what]:.2f}x")
     return 0
 
 

@@ -514,6 +514,19 @@ def _wait_for(
         bar.done()
 
 
+def parallelism() -> int:
+    """How many tasks the active scheduler runs at once: its threads in all, 1 when sync."""
+    client = _active_client()
+    if client is not None:
+        try:
+            return max(1, sum(client.nthreads().values()))
+        except (OSError, TimeoutError):
+            return 1
+    if dask.config.get("scheduler", None) in ("sync", "synchronous", "single-threaded"):
+        return 1
+    return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+
+
 def _n_workers(client: Any) -> int:
     try:
         return len(client.nthreads())

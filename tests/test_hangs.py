@@ -354,7 +354,7 @@ def assert_interrupted(outcome: tuple[int, str, str]) -> None:
 def test_ctrl_c_during_ingest_and_run_is_one_line_and_the_rerun_resumes(sample_dir, tmp_path):
     store, results = tmp_path / "data.zarr", tmp_path / "psnr.zarr"
     sync_ingest(sample_dir, tmp_path / "reference.zarr", chunk_size=2)
-    records = Path(partial_path(str(store))) / "records"
+    records = Path(partial_path(str(store))) / "done" / "batch"  # staged batches' markers
     argv = pupsnr("ingest", str(sample_dir), "-o", str(store), "--chunk-size", "2",
                   "--n-workers", "2")  # fmt: skip
     log = tmp_path / "stderr.txt"

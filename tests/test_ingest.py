@@ -132,6 +132,44 @@ def test_first_frame_of_animated_gif(tmp_path):
     )
 
 
+@pytest.mark.parametrize("ext", [".jpg", ".png", ".webp"])
+@pytest.mark.parametrize("orientation", [None, *range(1, 9)])
+def test_decode_equals_exif_transpose_then_convert_rgb(tmp_path, ext, orientation):
+    """decode_rgb skips the copies of exif_transpose and convert("RGB") when they would only
+    copy: the pixels must stay those of Pillow's full path, for every orientation tag."""
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(orientation or 0)
+    img = Image.fromarray(random_photo(rng, 24, 40))
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    path = tmp_path / f"o{ext}"
+    img.save(path, exif=exif, **({"lossless": True} if ext == ".webp" else {}))
+    with Image.open(path) as opened:
+        expected = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+    got = decode_rgb(str(path))
+    assert got.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(got), expected)
+    turned = orientation in (5, 6, 7, 8)
+    assert got.size == ((24, 40) if turned else (40, 24))
+    image, record = load_resized(str(path), path.name, 16, 0.995)
+    resized = Image.fromarray(expected).resize((16, 16), Image.LANCZOS)
+    np.testing.assert_array_equal(image, np.asarray(resized))
+    assert record.color_score == color_score(expected)
+
+
+def test_first_frame_of_animated_rgb_png_and_webp(tmp_path):
+    rng = np.random.default_rng(5)
+    frames = [Image.fromarray(random_photo(rng, 32, 32)) for _ in range(3)]
+    for ext, kwargs in ((".png", {}), (".webp", {"lossless": True})):
+        path = tmp_path / f"anim{ext}"
+        frames[0].save(path, save_all=True, append_images=frames[1:], **kwargs)
+        image, record = load_resized(str(path), path.name, 16, 0.995)
+        assert record.accepted, record
+        np.testing.assert_array_equal(image, np.asarray(frames[0].resize((16, 16), Image.LANCZOS)))
+
+
 def test_list_files_is_sorted_relative_posix(tmp_path):
     for rel in ("b/z.png", "a.png", "b/a b.jpg", "c/d/e.gif"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -186,3 +224,33 @@ def test_refuses_existing_store_missing_and_empty_src(tmp_path, sample_dir):
     write_image(gray_only / "g.png", np.zeros((20, 20), np.uint8))
     with pytest.raises(ValueError, match="no colour images"):
         ingest(str(gray_only), str(tmp_path / "y.zarr"), progress=False)
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar", "tar.gz"])
+def test_an_archive_is_ingested_in_place_like_its_folder(tmp_path, sample_dir, images_store, kind):
+    """SRC may be a .zip/.tar/.tar.gz (read through fsspec's zip:// and tar://, not unpacked):
+    the store equals the folder's, member paths as ``source``, the archive's path as ``src``."""
+    import tarfile
+    import zipfile
+
+    members = sorted(p for p in sample_dir.rglob("*") if p.is_file())
+    archive = tmp_path / f"photos.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w") as zf:
+            for p in members:
+                zf.write(p, p.relative_to(sample_dir).as_posix())
+    else:
+        with tarfile.open(archive, "w:gz" if kind.endswith("gz") else "w") as tf:
+            for p in members:
+                tf.add(p, p.relative_to(sample_dir).as_posix())
+    store = tmp_path / "a.zarr"
+    with dask.config.set(scheduler="sync"):
+        summary = ingest(str(archive), str(store), chunk_size=5, progress=False)
+        again = ingest(str(archive), str(store), chunk_size=5, progress=False)
+    got, want = xr.open_zarr(store).load(), xr.open_zarr(images_store).load()
+    xr.testing.assert_identical(got.drop_attrs(), want.drop_attrs())
+    assert got.attrs["src"] == str(archive)
+    assert {k: v for k, v in got.attrs.items() if k != "src"} == {
+        k: v for k, v in want.attrs.items() if k != "src"
+    }
+    assert summary.n_files == len(members) and again.n_files == 0

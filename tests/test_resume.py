@@ -344,3 +344,51 @@ def test_incremental_ingest_run_and_verify_over_an_fsspec_url(world):
     assert list(ds["source"].values) == ["a.png", "b.png", "c.png", "d/e.png", "b2.png"]
     assert not fs.exists("/inc/d.zarr.partial") and not fs.exists("/inc/d.zarr.lock")
     fs.rm("/inc", recursive=True)
+
+
+def disk_use(*folders: Path) -> int:
+    return sum(p.stat().st_size for f in folders if f.exists() for p in f.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("grow", [False, True], ids=["new", "incremental"])
+def test_peak_disk_use_is_at_most_one_tenth_more_than_the_store(tmp_path, grow):
+    """The journal and the store together, at every durable moment of a real ingest (where
+    the disk use peaks: after each write, before the staged pixels it consumed are deleted),
+    never hold more than 1.1x the finished store (issue 12, item 2)."""
+    import logging
+
+    rng = np.random.default_rng(12)
+    src, store = tmp_path / "src", tmp_path / "images.zarr"
+    for i in range(80):  # every 5th file gray: batches with nothing kept, units across batches
+        photo = random_photo(rng, 48, 64)
+        write_image(src / f"img{i:03d}.png", photo[..., 0] if i % 5 == 3 else photo)
+    if grow:
+        with dask.config.set(scheduler="sync"):
+            ingest(str(src), str(store), size=64, chunk_size=2, progress=False)
+        for i in range(80, 160):
+            write_image(src / f"img{i:03d}.png", random_photo(rng, 48, 64))
+    partial = Path(partial_path(str(store)))
+    before = disk_use(store)
+    seen: dict[str, int] = {}
+
+    class Measure(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen[record.pupsnr_event] = disk_use(store, partial)
+
+    logger = logging.getLogger("pupsnr_dask.journal")
+    handler, level = Measure(logging.DEBUG), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with dask.config.set(scheduler="sync"):
+            ingest(str(src), str(store), size=64, chunk_size=2, progress=False)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    final = disk_use(store)
+    assert not partial.exists()
+    assert {"ingest:planned", "ingest:final-created", "ingest:final-unit:0"} <= set(seen)
+    assert sum(k.startswith("ingest:final-unit:") for k in seen) == (40 if grow else 32)
+    peak = max(seen.values())
+    assert peak <= 1.1 * final, (peak / final, max(seen, key=seen.get))
+    assert final > 2 * before if grow else final > 0

@@ -201,21 +201,29 @@ def decode_rgb(
             img.seek(0)  # the frame whose size was checked (already the current one)
             _check_memory(decode_bytes(img), max_bytes)
             img.load()
-            if _orientation(img) in _TURNING_ORIENTATIONS:  # exif_transpose makes a copy
+            orientation = _orientation(img)
+            if orientation in _TURNING_ORIENTATIONS:  # exif_transpose makes a copy
                 _check_memory(decode_bytes(img, turned=True), max_bytes)
-            upright = ImageOps.exif_transpose(img)
-            return upright.convert("RGB")
+            if orientation is None or orientation in _TURNING_ORIENTATIONS:
+                img = ImageOps.exif_transpose(img)
+            # Without a turning orientation exif_transpose only copies, and convert("RGB") of
+            # an RGB image too: the decoded image itself is returned then, pixel for pixel.
+            return img if img.mode == "RGB" else img.convert("RGB")
     raise AssertionError("unreachable")  # for type checkers: the with block returns
 
 
 _TURNING_ORIENTATIONS = range(2, 9)
 
 
-def _orientation(img: Image.Image) -> int:
+def _orientation(img: Image.Image) -> int | None:
+    """The EXIF orientation (1: upright); None when the EXIF cannot be read.
+
+    With unreadable EXIF, :func:`PIL.ImageOps.exif_transpose` is left to decide, as always.
+    """
     try:
         return int(img.getexif().get(0x0112, 1))
-    except Exception:  # unreadable EXIF: exif_transpose then leaves the image as it is
-        return 1
+    except Exception:
+        return None
 
 
 def _open_as(fp: IO[bytes], formats: tuple[str, ...], name: str | None) -> Image.Image:
@@ -506,7 +514,7 @@ def load_resized(
     try:
         rgb = decode_rgb(fp, name=source, max_bytes=budget)
         width, height = rgb.size
-        score = color_score(np.asarray(rgb))
+        score = color_score(rgb)  # the Pillow image: no NumPy copy of the full-size pixels
     except Exception as err:  # any decoder failure is a rejection, not a crash
         return None, Record(source, False, decode_failure(err))
     if math.isnan(score):

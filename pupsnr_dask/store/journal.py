@@ -9,6 +9,8 @@ on the ``pupsnr_dask.journal`` logger (:func:`durable_moment`).
 from __future__ import annotations
 
 import logging
+import posixpath
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -274,29 +276,61 @@ def other_parameters(store: str, what: str, changed: dict[str, Any]) -> ValueErr
     )
 
 
-def marker_path(store: str, unit: int) -> str:
-    """``STORE.partial/done/UNIT.json``: the marker of a finished unit of work."""
-    return f"{partial_path(store)}/{DONE_FOLDER}/{unit:08d}.json"
+def marker_path(store: str, unit: int, step: str = "") -> str:
+    """``STORE.partial/done/[STEP/]UNIT.json``: the marker of a finished unit of work.
+
+    ``step`` names a kind of unit when a writer has several (ingest: ``batch``, ``store``,
+    ``unit``); run's chunks have none.
+    """
+    folder = f"{partial_path(store)}/{DONE_FOLDER}" + (f"/{step}" if step else "")
+    return f"{folder}/{unit:08d}.json"
 
 
 def mark_done(
-    store: str, unit: int, doc: dict[str, Any], storage_options: dict[str, Any] | None = None
+    store: str,
+    unit: int,
+    doc: dict[str, Any],
+    storage_options: dict[str, Any] | None = None,
+    *,
+    step: str = "",
 ) -> None:
     """Record that ``unit`` is written (``doc`` says what it covers), after writing it."""
-    write_json(marker_path(store, unit), doc, storage_options)
+    write_json(marker_path(store, unit, step), doc, storage_options)
 
 
 def done_units(
-    store: str, expected: dict[int, dict[str, Any]], storage_options: dict[str, Any] | None = None
+    store: str,
+    expected: dict[int, dict[str, Any]],
+    storage_options: dict[str, Any] | None = None,
+    *,
+    step: str = "",
 ) -> set[int]:
     """The units whose marker exists and records exactly ``expected[unit]``."""
-    marked = set(list_names(f"{partial_path(store)}/{DONE_FOLDER}", storage_options))
-    return {
-        unit
-        for unit, doc in expected.items()
-        if f"{unit:08d}.json" in marked
-        and read_json(marker_path(store, unit), storage_options) == doc
-    }
+    found = read_done(store, expected, storage_options, step=step)
+    return {unit for unit, doc in found.items() if doc == expected[unit]}
+
+
+def read_done(
+    store: str,
+    units: Iterable[int],
+    storage_options: dict[str, Any] | None = None,
+    *,
+    step: str = "",
+) -> dict[int, Any]:
+    """The JSON documents of the markers that exist among ``units``, by unit.
+
+    For markers that carry what a unit found, not only what it covers: the caller parses
+    them into its own frozen dataclasses.
+    """
+    folder = posixpath.dirname(marker_path(store, 0, step))
+    marked = set(list_names(folder, storage_options))
+    out = {}
+    for unit in units:
+        if f"{unit:08d}.json" in marked:
+            doc = read_json(marker_path(store, unit, step), storage_options)
+            if doc is not None:
+                out[unit] = doc
+    return out
 
 
 def forget(store: str, storage_options: dict[str, Any] | None = None, *, kind: StoreKind) -> None:
