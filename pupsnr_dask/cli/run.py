@@ -102,7 +102,8 @@ def run_cmd(
     store, results = absolute(store), absolute(results)
     images = open_store(store, "images", storage_options=storage_options)
     variants = (*variants, *plugins)
-    experiment.resolve_selection(variants, scales, images.sizes[schema.Y], metrics)
+    specs, _, _ = experiment.resolve_selection(variants, scales, images.sizes[schema.Y], metrics)
+    experiment.probe_variants(images, specs)  # a broken plug-in fails before a cluster starts
     with cluster_context(scheduler, n_workers, quiet):
         ds = experiment.run_experiment(
             store,

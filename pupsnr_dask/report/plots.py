@@ -21,6 +21,7 @@ import io
 import math
 import os
 import textwrap
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,8 @@ def literal(text: object) -> str:
 def variant_color(variant: str) -> str:
     """The colour of a variant, the same in every plot (matplotlib's tab10 cycle)."""
     names = list(VARIANTS)
-    k = names.index(variant) if variant in names else len(names) + hash(variant) % 7
+    # crc32, not hash(): str hashes change with every process (PYTHONHASHSEED).
+    k = names.index(variant) if variant in names else len(names) + zlib.crc32(variant.encode()) % 7
     return f"C{k % 10}"
 
 
