@@ -256,22 +256,36 @@ def build_psnr_cube(
         args += [da.from_array(sources, chunks=(pixels.chunks[0],)), "i"]
     kernel = _with_keys if len(args) == 4 else _without_keys
     names = [(spec.name, _params_json(spec)) for spec in specs]
+    token = tokenize(pixels, names, scales, method, extra)
+    # Without extra metrics the task returns the MSE itself, as before extra metrics existed.
     scores = da.blockwise(
         kernel,
-        "ivsm",
+        "ivsm" if extra else "ivs",
         *args,
-        new_axes={"v": len(specs), "s": len(scales), "m": 1 + len(extra)},
+        new_axes={"v": len(specs), "s": len(scales), **({"m": 1 + len(extra)} if extra else {})},
         concatenate=True,
         dtype=np.float64,
         variants=specs,
         scales=scales,
         method=method,
         extra=extra,
-        name=f"pupsnr-scores-{tokenize(pixels, names, scales, method, extra)}",
+        name=f"pupsnr-{'scores' if extra else 'mse'}-{token}",
     )
-    mse = scores[..., 0]
+    if extra:
+        mse = scores.map_blocks(_pick, 0, drop_axis=3, dtype=np.float64, name=f"pupsnr-mse-{token}")
+        others = {
+            name: scores.map_blocks(
+                _pick,
+                1 + e,
+                drop_axis=3,
+                dtype=np.float64,
+                name=f"pupsnr-{name.replace('_', '')}-{token}",
+            )
+            for e, name in enumerate(extra)
+        }
+    else:
+        mse, others = scores, {}
     psnr = mse.map_blocks(psnr_from_mse, dtype=np.float64, name=f"pupsnr-psnr-{tokenize(mse)}")
-    others = {name: scores[..., 1 + e] for e, name in enumerate(extra)}
     ds = _label_cube(images, psnr, mse, tuple(s.name for s in specs), scales, size, method)
     for spec in metric_specs[1:]:
         ds[spec.name] = (schema.CUBE_DIMS, others[spec.name], _metric_attrs(spec))
@@ -280,11 +294,20 @@ def build_psnr_cube(
 
 
 def _with_keys(images: np.ndarray, keys: np.ndarray, **kwargs: Any) -> np.ndarray:
-    return quality_cube_kernel(images, [str(k) for k in keys], **kwargs)
+    return _squeeze(quality_cube_kernel(images, [str(k) for k in keys], **kwargs), kwargs)
 
 
 def _without_keys(images: np.ndarray, **kwargs: Any) -> np.ndarray:
-    return quality_cube_kernel(images, None, **kwargs)
+    return _squeeze(quality_cube_kernel(images, None, **kwargs), kwargs)
+
+
+def _squeeze(scores: np.ndarray, kwargs: dict[str, Any]) -> np.ndarray:
+    """The MSE alone ``(n, V, S)`` when no extra metric was asked for."""
+    return scores if kwargs["extra"] else scores[..., 0]
+
+
+def _pick(scores: np.ndarray, k: int) -> np.ndarray:
+    return scores[..., k]
 
 
 def _params_json(spec: VariantSpec) -> str:
@@ -628,6 +651,9 @@ def _stored_variables(cube: xr.Dataset) -> tuple[str, ...]:
 
 def _stack(*blocks: np.ndarray) -> np.ndarray:
     return np.stack(blocks)
+
+
+_pair = _stack  # (mse, psnr) blocks: the name benchmarks/scaleout_graph.py uses
 
 
 def _write_unit(

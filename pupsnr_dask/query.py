@@ -303,6 +303,9 @@ def summary_table(
         Which images to summarise.
     progress : bool, optional
         Progress bar while the cube is read; by default when standard error is a terminal.
+    metric : str
+        As for :func:`summarize`; the spread is of that metric's values (the variables keep
+        the names of :data:`SPREAD_STATISTICS`, whose "dB" holds for the dB metrics only).
 
     Returns
     -------

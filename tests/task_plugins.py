@@ -28,3 +28,10 @@ def wrong_dtype(images: np.ndarray) -> np.ndarray:
 def explode(images: np.ndarray) -> np.ndarray:
     """Raises on every call."""
     raise RuntimeError("the model file is missing")
+
+
+def odd_batches(images: np.ndarray) -> np.ndarray:
+    """img_true, but raises on a batch of an odd number of images (after the probe passed)."""
+    if len(images) % 2:
+        raise ValueError("odd batch")
+    return images

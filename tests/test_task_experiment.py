@@ -163,7 +163,7 @@ def test_the_default_run_is_unchanged_by_extra_metrics(few_photos, tmp_path):
         assert base[var].values.tobytes() == more[var].values.tobytes()
 
 
-def synthetic(n: int = 10, size: int = 64) -> np.ndarray:
+def synthetic(n: int = 8, size: int = 32) -> np.ndarray:
     rng = np.random.default_rng(13)
     pixels = np.stack([random_photo(rng, size, size) for _ in range(n)])
     pixels[3] = pixels[2]  # identical pixels under another source: other noise
@@ -335,3 +335,30 @@ def test_run_experiment_takes_callables_and_probes_them_first(few_photos, tmp_pa
     assert not results.exists() and not list(tmp_path.iterdir())
     ds = run_experiment(str(few_photos), str(results), variants=["true", task_plugins.invert])
     assert list(ds["variant"].values) == ["true", "task_plugins:invert"]
+
+
+def test_a_plugin_failing_mid_run_leaves_a_run_that_refuses_other_metrics(few_photos, tmp_path):
+    """Chunks of 2 of 3 images: the probe passes, the last chunk fails; the journal says so."""
+    results = tmp_path / "r.zarr"
+    variants = ["true", "task_plugins:odd_batches"]
+    with dask.config.set(scheduler="sync"):
+        with pytest.raises(ValueError, match="'task_plugins:odd_batches' raised ValueError"):
+            run_experiment(str(few_photos), str(results), variants=variants)
+        with pytest.raises(ValueError, match=r"interrupted run with other parameters \(metrics="):
+            run_experiment(str(few_photos), str(results), variants=variants, metrics=["ssim"])
+
+
+def test_every_metric_of_a_chunk_comes_from_one_task(few_photos):
+    from collections import Counter
+
+    from dask.utils import key_split
+
+    images = open_images(str(few_photos))
+    cube = build_psnr_cube(images, ["true", "sr4", "noise25", PLUGIN], metrics=METRICS)
+    n_chunks = images["images"].data.numblocks[0]
+    graph = dict(cube[["psnr", "mse", "psnr_y", "ssim"]].__dask_graph__())
+    counts = Counter(key_split(k) for k in graph)
+    assert counts["pupsnr-scores"] == n_chunks  # the one computing task per chunk
+    for name in ("pupsnr-mse", "pupsnr-psnr", "pupsnr-psnry", "pupsnr-ssim"):
+        assert counts[name] == n_chunks, counts  # each a pick (or log10) of its block
+    assert sum(counts.values()) <= 8 * n_chunks + 4, counts
