@@ -330,8 +330,9 @@ def extremes(
     *,
     split: Split = "all",
     progress: bool | None = None,
+    metric: str = "psnr",
 ) -> xr.DataArray:
-    """The ``n`` images with the lowest (or highest) PSNR for one variant and scale.
+    """The ``n`` images with the lowest (or highest) PSNR (or ``metric``) for a variant and scale.
 
     Parameters
     ----------
@@ -349,20 +350,25 @@ def extremes(
         Which images to consider.
     progress : bool, optional
         Progress bar while the PSNRs are read.
+    metric : str
+        One of the metrics ``results`` holds; all are higher-is-better, so the lowest are the
+        worst.
 
     Returns
     -------
     xr.DataArray
-        PSNR in dB, dim ``image`` (sorted), with the ``source`` and ``split`` of each image.
-        NaN values are never returned; ties keep the order of the ``image`` index.
+        PSNR in dB (or ``metric``), dim ``image`` (sorted), with the ``source`` and
+        ``split`` of each image. NaN values are never returned; ties keep the order of the
+        ``image`` index.
     """
+    check_metric(results, metric)
     _check_member(results, schema.VARIANT, variant)
     _check_member(results, schema.SCALE, scale)
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     sel = select_split(load_coords(results), split)
     (psnr,) = compute(
-        sel[schema.PSNR].sel({schema.VARIANT: variant, schema.SCALE: scale}), progress=progress
+        sel[metric].sel({schema.VARIANT: variant, schema.SCALE: scale}), progress=progress
     )
     values = psnr.values
     keep = np.flatnonzero(~np.isnan(values))

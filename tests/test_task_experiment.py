@@ -362,3 +362,24 @@ def test_every_metric_of_a_chunk_comes_from_one_task(few_photos):
     for name in ("pupsnr-mse", "pupsnr-psnr", "pupsnr-psnry", "pupsnr-ssim"):
         assert counts[name] == n_chunks, counts  # each a pick (or log10) of its block
     assert sum(counts.values()) <= 8 * n_chunks + 4, counts
+
+
+def test_the_html_report_of_a_task_run_draws_every_input(task_results, tmp_path):
+    page = tmp_path / "r.html"
+    assert main(["report", str(task_results), "--html", str(page), "-q"]) == 0
+    text = page.read_text()
+    for variant in [*TASK_VARIANTS, PLUGIN]:
+        assert f">{variant}<" in text, variant
+
+
+def test_extremes_of_any_metric_are_its_sorted_ends(task_results):
+    from pupsnr_dask import query
+
+    ds = open_results(str(task_results))
+    values = xr.open_zarr(task_results)["ssim"].sel(variant="jpeg20", scale=2).values
+    worst = query.extremes(ds, "jpeg20", 2, n=2, metric="ssim", progress=False)
+    best = query.extremes(ds, "jpeg20", 2, n=2, lowest=False, metric="ssim", progress=False)
+    assert worst.values.tolist() == sorted(values)[:2]
+    assert best.values.tolist() == sorted(values)[::-1][:2]
+    with pytest.raises(ValueError, match="metric must be one of"):
+        query.extremes(open_results(str(task_results)), "true", 1, metric="lpips")

@@ -49,8 +49,9 @@ if TYPE_CHECKING:
     "plugins",
     multiple=True,
     metavar="MODULE:FUNCTION",
-    help="Your own input, appended to --variants (repeatable): f(images) -> images on "
-    "(n, h, w, 3) uint8 arrays. The Dask workers must be able to import MODULE.",
+    help="Your own input, appended to --variants (repeatable): a function f(images) -> "
+    "images on uint8 arrays of shape n x h x w x 3. The Dask workers must be able to import "
+    "MODULE.",
 )
 @click.option(
     "--metrics",
