@@ -364,6 +364,7 @@ def test_every_metric_of_a_chunk_comes_from_one_task(few_photos):
     assert sum(counts.values()) <= 8 * n_chunks + 4, counts
 
 
+@pytest.mark.slow
 def test_the_html_report_of_a_task_run_draws_every_input(task_results, tmp_path):
     page = tmp_path / "r.html"
     assert main(["report", str(task_results), "--html", str(page), "-q"]) == 0
