@@ -6,6 +6,11 @@ Rows: each task input kernel (what one added input costs before scoring), then s
 input at 6 scales: the exact PSNR path of today (``metrics.pu_mse_kernel``) against
 ``kernels.quality.pu_quality_kernel`` for each metric set, as a ratio to the former. Best of
 ``reps`` CPU times (``time.process_time``, one thread).
+
+Last rows: the fused task that ``run`` executes per image chunk
+(``experiment.quality_cube_kernel``: make the inputs, exact MSE of all, extra metrics), for the
+default three inputs and with each task input added, then with every input and each extra
+metric; ratios to the default task, so the cost of one added input or of SSIM is read off.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_data
 
-from pupsnr_dask.experiment import SCALES
+from pupsnr_dask.experiment import SCALES, quality_cube_kernel
 from pupsnr_dask.kernels.metrics import pu_mse_kernel
 from pupsnr_dask.kernels.quality import pu_quality_kernel
 from pupsnr_dask.kernels.task_variants import blur_kernel, jpeg_kernel, noise_kernel, sr_kernel
@@ -60,7 +65,30 @@ def main(argv: list[str] | None = None) -> int:
     for metrics in (("psnr",), ("psnr_y",), ("ssim",), ("psnr", "psnr_y", "ssim")):
         t = cpu_ms(lambda m=metrics: pu_quality_kernel(x, view, SCALES, m), args.reps)
         print(f"{'pu_quality_kernel ' + ','.join(metrics):40s} {t:8.1f} {t / base:8.1f}")
+    fused_rows(x, keys, args.reps)
     return 0
+
+
+def fused_rows(x, keys, reps: int) -> None:
+    """The per-chunk task of ``run``: default inputs, + each task input, + each metric."""
+    default = ["true", "gray", "mosaic"]
+    every = [*default, "sr4", "jpeg20", "noise25", "blur2"]
+
+    def task(variants, extra=()):
+        run = quality_cube_kernel
+        return cpu_ms(lambda: run(x, keys, variants, SCALES, "moments", extra), reps)
+
+    base = task(default)
+    print(f"\nfused chunk task (quality_cube_kernel), scales {SCALES}   ms   x default")
+    print(f"{'true,gray,mosaic (psnr: the default run)':44s} {base:8.1f} {1:8.2f}")
+    for added in every[3:]:
+        t = task([*default, added])
+        print(f"{'+ ' + added:44s} {t:8.1f} {t / base:8.2f}")
+    t_all = task(every)
+    print(f"{'all 7 inputs (psnr)':44s} {t_all:8.1f} {t_all / base:8.2f}")
+    for extra in (("psnr_y",), ("ssim",), ("psnr_y", "ssim")):
+        t = task(every, extra)
+        print(f"{'all 7 inputs, psnr + ' + ','.join(extra):44s} {t:8.1f} {t / base:8.2f}")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,23 @@
-"""The experiment as data: variants, scales, and the lazy PSNR cube.
+"""The experiment as data: variants, scales, metrics, and the lazy PSNR cube.
 
 ``build_psnr_cube`` turns the images store into a lazy ``(image, variant, scale)`` cube of MSE
-and PSNR; ``run`` writes it to a Zarr store (its summaries are in :mod:`pupsnr_dask.query`).
+and PSNR (and of every extra metric asked for: ``psnr_y``, ``ssim``); ``run_experiment`` writes
+it to a Zarr store (its summaries are in :mod:`pupsnr_dask.query`). Variants and metrics are
+resolved by :mod:`pupsnr_dask.registry`: the inputs of SPEC.md, the task families ``sr<k>``,
+``jpeg<q>``, ``noise<sigma>``, ``blur<radius>``, user functions and installed entry points.
+
+Every metric of one image chunk is computed by ONE task (:func:`quality_cube_kernel`): the
+variants are made once, the MSE of every uint8 variant comes from exact integer block sums
+(:func:`pupsnr_dask.kernels.metrics.pu_mse_kernel`, the default ``"moments"`` method), and the
+extra metrics from :func:`pupsnr_dask.kernels.quality.pu_quality_kernel`; no upsampled image is
+ever a Dask array.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,13 +27,15 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
-from pupsnr_dask import schema
+from pupsnr_dask import registry, schema
 from pupsnr_dask._version import __version__
 from pupsnr_dask.cluster import check_workers_see, compute
 from pupsnr_dask.defaults import DEFAULT_SCALES, Method
 from pupsnr_dask.kernels.blocks import check_scale
 from pupsnr_dask.kernels.metrics import DATA_RANGE, mse_kernel, psnr_from_mse, pu_mse_kernel
+from pupsnr_dask.kernels.quality import pu_quality_kernel
 from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel, pu_kernel, true_kernel
+from pupsnr_dask.registry import MetricSpec, VariantPluginError, VariantSpec
 from pupsnr_dask.store.fs import (
     check_store_output,
     lock_path,
@@ -59,6 +72,7 @@ from pupsnr_dask.store.zarr_io import (
 )
 
 Kernel = Callable[[np.ndarray], np.ndarray]
+VariantLike = str | Callable[[np.ndarray], Any]
 
 #: The inputs a U-Net would see, each a NumPy kernel on a batch of uint8 images.
 VARIANTS: dict[str, Kernel] = {
@@ -69,13 +83,15 @@ VARIANTS: dict[str, Kernel] = {
 #: PU scales: 256 -> 256, 128, 64, 32, 16, 8 pixels (U-Net depth 0 ... 5).
 SCALES: tuple[int, ...] = DEFAULT_SCALES
 METHODS = schema.METHODS
+#: The metric every results store holds (with ``mse``); the others are added on request.
+BASE_METRIC = "psnr"
 assert tuple(VARIANTS) == schema.VARIANT_NAMES, "schema.VARIANT_NAMES names the kernels of VARIANTS"
 
 
 def check_selection(
     variants: Sequence[str], scales: Sequence[int], size: int
 ) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """Validate variant names and scales against the tables and the image size."""
+    """Validate names of :data:`VARIANTS` (the inputs of SPEC.md) and scales for ``size``."""
     variants = tuple(variants)
     scales = tuple(int(s) for s in scales)
     if not variants:
@@ -92,71 +108,264 @@ def check_selection(
     return variants, scales
 
 
-def cube_kernel(
-    images: np.ndarray, variants: Sequence[str], scales: Sequence[int], method: Method
+def resolve_selection(
+    variants: Sequence[VariantLike],
+    scales: Sequence[int],
+    size: int,
+    metrics: Sequence[str] = (BASE_METRIC,),
+) -> tuple[tuple[VariantSpec, ...], tuple[int, ...], tuple[MetricSpec, ...]]:
+    """Resolve variants and metrics (:mod:`pupsnr_dask.registry`) and check them for ``size``.
+
+    ``psnr`` is always computed (every results store holds ``psnr`` and ``mse``): it comes
+    first, whether named or not. Raises ValueError naming the value and the choices.
+    """
+    specs = registry.resolve_variants(variants)
+    for spec in specs:
+        factor = spec.params.get("factor") if spec.family == "sr" else None
+        if factor is not None and size % factor:
+            raise ValueError(
+                f"variant {spec.name!r} needs a size divisible by {factor}, got {size}"
+            )
+    if not scales:
+        raise ValueError("scales must name at least one scale")
+    scales = tuple(int(s) for s in scales)
+    for s in scales:
+        check_scale(s, size)
+    if len(set(scales)) != len(scales):
+        raise ValueError(f"scales must not repeat, got {scales}")
+    if isinstance(metrics, str):
+        raise TypeError(f"metrics must be a sequence of names, got the str {metrics!r}")
+    names = (BASE_METRIC, *(m for m in metrics if m != BASE_METRIC))
+    if len(tuple(metrics)) != len(set(metrics)):
+        raise ValueError(f"metrics must not repeat, got {tuple(metrics)}")
+    return specs, scales, registry.resolve_metrics(names)
+
+
+def _as_specs(variants: Sequence[VariantLike | VariantSpec]) -> tuple[VariantSpec, ...]:
+    return tuple(v if isinstance(v, VariantSpec) else registry.resolve_variant(v) for v in variants)
+
+
+def quality_cube_kernel(
+    images: np.ndarray,
+    keys: Sequence[str] | None,
+    variants: Sequence[VariantLike | VariantSpec],
+    scales: Sequence[int],
+    method: Method,
+    extra: Sequence[str] = (),
 ) -> np.ndarray:
-    """MSE of every (variant, scale) for a batch: ``(n, h, w, 3)`` uint8 -> ``(n, V, S)``."""
-    views = [VARIANTS[v](images) for v in variants]
+    """Every metric of every (variant, scale) for a batch, in one call.
+
+    Parameters
+    ----------
+    images : np.ndarray
+        ``(n, h, w, 3)`` uint8 img_true, in memory.
+    keys : sequence of str or None
+        The images' ``source`` strings, needed by ``noise<sigma>`` (its seed).
+    variants : sequence
+        Variant specs, names or callables (:func:`pupsnr_dask.registry.resolve_variant`).
+    scales : sequence of int
+        PU scales.
+    method : {"moments", "literal"}
+        How the MSE is computed (:func:`build_psnr_cube`).
+    extra : sequence of str
+        Metrics besides the MSE: names of ``pupsnr_dask.kernels.quality.METRIC_NAMES`` but
+        ``psnr``.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n, V, S, 1 + len(extra))`` float64: the MSE first, then each extra metric.
+    """
+    specs = _as_specs(variants)
+    views = [spec.apply(images, keys) for spec in specs]
+    out = np.empty((len(images), len(specs), len(scales), 1 + len(extra)))
     if method == "moments":
-        return pu_mse_kernel(images, views, scales)
-    out = np.empty((len(images), len(views), len(scales)))
-    for j, view in enumerate(views):
-        for k, s in enumerate(scales):
-            out[:, j, k] = mse_kernel(images, pu_kernel(view, s))
+        out[..., 0] = pu_mse_kernel(images, views, scales)
+    else:
+        for j, view in enumerate(views):
+            for k, s in enumerate(scales):
+                out[:, j, k, 0] = mse_kernel(images, pu_kernel(view, s))
+    if extra:
+        for j, view in enumerate(views):
+            out[:, j, :, 1:] = pu_quality_kernel(images, view, scales, extra)
     return out
+
+
+def cube_kernel(
+    images: np.ndarray,
+    variants: Sequence[VariantLike | VariantSpec],
+    scales: Sequence[int],
+    method: Method,
+    keys: Sequence[str] | None = None,
+) -> np.ndarray:
+    """MSE of every (variant, scale) for a batch: ``(n, h, w, 3)`` uint8 -> ``(n, V, S)``.
+
+    ``keys`` (the images' ``source`` strings) is needed for ``noise<sigma>`` variants.
+    """
+    return quality_cube_kernel(images, keys, variants, scales, method)[..., 0]
 
 
 def build_psnr_cube(
     images: xr.Dataset,
-    variants: Sequence[str] = tuple(VARIANTS),
+    variants: Sequence[VariantLike] = tuple(VARIANTS),
     scales: Sequence[int] = SCALES,
     *,
     method: Method = "moments",
+    metrics: Sequence[str] = (BASE_METRIC,),
 ) -> xr.Dataset:
-    """Lazy cube of MSE and PSNR by image x variant x scale.
+    """Lazy cube of MSE, PSNR and any extra metric by image x variant x scale.
 
     Parameters
     ----------
     images : xr.Dataset
         An images store (see :mod:`pupsnr_dask.schema`), lazy.
-    variants : sequence of str
-        Keys of :data:`VARIANTS`.
+    variants : sequence of str or callable
+        Names (``"true"``, ``"gray"``, ``"mosaic"``, ``"sr4"``, ``"jpeg20"``, ``"noise25"``,
+        ``"blur2"``, ``"module:function"``, an installed entry point) or functions
+        ``f(images) -> images`` on ``(n, h, w, 3)`` uint8; see :mod:`pupsnr_dask.registry`.
     scales : sequence of int
         PU scales, each dividing the image size.
     method : {"moments", "literal"}
         ``"moments"``: exact block sums, one pass (default); ``"literal"``: upsample and
-        subtract, the reference.
+        subtract, the reference. For the MSE and PSNR only.
+    metrics : sequence of str
+        Of ``psnr``, ``psnr_y``, ``ssim`` (:data:`pupsnr_dask.registry.METRICS`); ``psnr``
+        (with ``mse``) is always computed.
 
     Returns
     -------
     xr.Dataset
-        ``psnr`` and ``mse``, float64, dims ``(image, variant, scale)``, dask-backed, one task
-        per image chunk. Nothing is computed.
+        ``psnr``, ``mse`` and one variable per extra metric, float64, dims ``(image, variant,
+        scale)``, dask-backed, one computing task per image chunk. Nothing is computed. The
+        attributes record every variant's definition and parameters and every metric's
+        definition.
     """
     schema.validate(images, "images")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     size = images.sizes[schema.Y]
-    variants, scales = check_selection(variants, scales, size)
+    specs, scales, metric_specs = resolve_selection(variants, scales, size, metrics)
+    extra = tuple(m.name for m in metric_specs[1:])
     pixels = images[schema.IMAGES].data
     if not isinstance(pixels, da.Array):
         pixels = da.from_array(pixels, chunks=(schema.DEFAULT_CHUNK_SIZE, -1, -1, -1))
     pixels = pixels.rechunk({1: -1, 2: -1, 3: -1})
-    mse = da.blockwise(
-        cube_kernel,
-        "ivs",
-        pixels,
-        "iyxc",
-        new_axes={"v": len(variants), "s": len(scales)},
+    args: list[Any] = [pixels, "iyxc"]
+    if any(spec.needs_keys for spec in specs):
+        sources = np.array([str(s) for s in images[schema.SOURCE].values], dtype=object)
+        args += [da.from_array(sources, chunks=(pixels.chunks[0],)), "i"]
+    kernel = _with_keys if len(args) == 4 else _without_keys
+    names = [(spec.name, _params_json(spec)) for spec in specs]
+    token = tokenize(pixels, names, scales, method, extra)
+    # Without extra metrics the task returns the MSE itself, as before extra metrics existed.
+    scores = da.blockwise(
+        kernel,
+        "ivsm" if extra else "ivs",
+        *args,
+        new_axes={"v": len(specs), "s": len(scales), **({"m": 1 + len(extra)} if extra else {})},
         concatenate=True,
         dtype=np.float64,
-        variants=variants,
+        variants=specs,
         scales=scales,
         method=method,
-        name=f"pupsnr-mse-{tokenize(pixels, variants, scales, method)}",
+        extra=extra,
+        name=f"pupsnr-{'scores' if extra else 'mse'}-{token}",
     )
+    if extra:
+        mse = scores.map_blocks(_pick, 0, drop_axis=3, dtype=np.float64, name=f"pupsnr-mse-{token}")
+        others = {
+            name: scores.map_blocks(
+                _pick,
+                1 + e,
+                drop_axis=3,
+                dtype=np.float64,
+                name=f"pupsnr-{name.replace('_', '')}-{token}",
+            )
+            for e, name in enumerate(extra)
+        }
+    else:
+        mse, others = scores, {}
     psnr = mse.map_blocks(psnr_from_mse, dtype=np.float64, name=f"pupsnr-psnr-{tokenize(mse)}")
-    return _label_cube(images, psnr, mse, variants, scales, size, method)
+    ds = _label_cube(images, psnr, mse, tuple(s.name for s in specs), scales, size, method)
+    for spec in metric_specs[1:]:
+        ds[spec.name] = (schema.CUBE_DIMS, others[spec.name], _metric_attrs(spec))
+    ds.attrs.update(_definitions(specs, metric_specs))
+    return ds
+
+
+def _with_keys(images: np.ndarray, keys: np.ndarray, **kwargs: Any) -> np.ndarray:
+    return _squeeze(quality_cube_kernel(images, [str(k) for k in keys], **kwargs), kwargs)
+
+
+def _without_keys(images: np.ndarray, **kwargs: Any) -> np.ndarray:
+    return _squeeze(quality_cube_kernel(images, None, **kwargs), kwargs)
+
+
+def _squeeze(scores: np.ndarray, kwargs: dict[str, Any]) -> np.ndarray:
+    """The MSE alone ``(n, V, S)`` when no extra metric was asked for."""
+    return scores if kwargs["extra"] else scores[..., 0]
+
+
+def _pick(scores: np.ndarray, k: int) -> np.ndarray:
+    return scores[..., k]
+
+
+def _params_json(spec: VariantSpec) -> str:
+    """``{"family": ..., **params}`` as one JSON string (a flat attribute, netCDF-safe)."""
+    return json.dumps({"family": spec.family, **spec.params}, sort_keys=True)
+
+
+def _metric_attrs(spec: MetricSpec) -> dict[str, str]:
+    return {
+        "units": spec.units,
+        "long_name": spec.long_name,
+        "definition": spec.definition,
+        "aggregate": spec.aggregate,
+        "higher_is_better": "yes" if spec.higher_is_better else "no",
+    }
+
+
+def _definitions(
+    specs: Sequence[VariantSpec], metric_specs: Sequence[MetricSpec]
+) -> dict[str, list[str]]:
+    """The attributes that say what each variant and metric is: lists of strings.
+
+    One entry per variant in the order of the ``variant`` coordinate, one per metric in the
+    order of the ``metrics`` attribute.
+    """
+    return {
+        "variant_definitions": [spec.definition for spec in specs],
+        "variant_parameters": [_params_json(spec) for spec in specs],
+        "metrics": [m.name for m in metric_specs],
+        "metric_definitions": [m.definition for m in metric_specs],
+    }
+
+
+def metrics_of(results: xr.Dataset) -> tuple[str, ...]:
+    """The metrics a results store holds: its ``metrics`` attribute, ``("psnr",)`` before it."""
+    recorded = schema.json_attr(results.attrs, "metrics")  # JSON text, or a list before
+    if isinstance(recorded, str):
+        recorded = [recorded]
+    if not recorded:
+        return (BASE_METRIC,)
+    return tuple(str(m) for m in recorded)
+
+
+def probe_variants(images: xr.Dataset, variants: Sequence[VariantSpec]) -> None:
+    """Run each plug-in variant once, on the first image chunk, before any result is written.
+
+    A plug-in that raises, or returns the wrong shape, dtype or type, raises its one-line
+    :class:`pupsnr_dask.registry.VariantPluginError` here, in the client.
+    """
+    plugins = [spec for spec in variants if spec.family in ("plugin", "entry_point")]
+    if not plugins or images.sizes[schema.IMAGE] == 0:
+        return
+    pixels = images[schema.IMAGES].data
+    first = pixels.chunks[0][0] if isinstance(pixels, da.Array) else schema.DEFAULT_CHUNK_SIZE
+    block = np.asarray(images[schema.IMAGES][:first].values)
+    keys = [str(s) for s in images[schema.SOURCE].values[:first]]
+    for spec in plugins:
+        spec.apply(block, keys)
 
 
 def _label_cube(
@@ -201,9 +410,10 @@ def run_experiment(
     store: str,
     results: str,
     *,
-    variants: Sequence[str] = tuple(VARIANTS),
+    variants: Sequence[VariantLike] = tuple(VARIANTS),
     scales: Sequence[int] = SCALES,
     method: Method = "moments",
+    metrics: Sequence[str] = (BASE_METRIC,),
     overwrite: bool = False,
     storage_options: dict[str, Any] | None = None,
     progress: bool | None = None,
@@ -223,8 +433,9 @@ def run_experiment(
         The images store (path or fsspec URL).
     results : str
         Where to write the cube.
-    variants, scales, method
-        As for :func:`build_psnr_cube`.
+    variants, scales, method, metrics
+        As for :func:`build_psnr_cube`. A plug-in variant is first run on the first image
+        chunk, in this process: one that fails fails the run before anything is written.
     overwrite : bool
         Replace existing results (and discard an interrupted run) instead of refusing.
     storage_options : dict, optional
@@ -249,7 +460,8 @@ def run_experiment(
         storage_options=storage_options,
     )
     images = open_store(store, "images", storage_options=storage_options)
-    cube = build_psnr_cube(images, variants, scales, method=method)
+    cube = build_psnr_cube(images, variants, scales, method=method, metrics=metrics)
+    probe_variants(images, _as_specs(variants))
     # Where img_true lives, for tools that need the pixels again (advise, HTML report, verify):
     # absolute, and relative to the results (a moved or copied pair keeps its link).
     cube.attrs.update(images_store_attrs(store, results))
@@ -267,7 +479,7 @@ def run_experiment(
             return open_store(results, "psnr", storage_options=storage_options)
         try:
             _write_cube(cube, results, storage_options, progress, say)
-        except (ConnectionError, StoreLockedError):
+        except (ConnectionError, StoreLockedError, VariantPluginError):
             raise
         except Exception as err:  # a damaged chunk fails deep inside zarr's codecs
             raise schema.StoreError(_failure_message(store, storage_options, err)) from err
@@ -286,16 +498,41 @@ def _failure_message(store: str, so: dict[str, Any] | None, err: Exception) -> s
     )
 
 
-def _run_plan(cube: xr.Dataset) -> RunPlan:
-    """What identifies a run (or its results): images, variants, scales and method."""
+@dataclasses.dataclass(frozen=True)
+class ExperimentPlan(RunPlan):
+    """A :class:`~pupsnr_dask.store.journal.RunPlan` that also records the metrics.
+
+    A plan written before metrics were recorded reads as ``metrics=("psnr",)``.
+    """
+
+    metrics: tuple[str, ...] = (BASE_METRIC,)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document of ``plan.json``, with ``metrics`` as a list."""
+        return {**super().to_json(), "metrics": list(self.metrics)}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> ExperimentPlan | None:
+        """The plan in ``doc``; None when it is not a run plan of the journal's version."""
+        if isinstance(doc, dict) and "metrics" not in doc:
+            doc = {**doc, "metrics": [BASE_METRIC]}
+        plan = super().from_json(doc)
+        if plan is None or not isinstance(plan.metrics, list | tuple):
+            return None
+        return dataclasses.replace(plan, metrics=tuple(str(m) for m in plan.metrics))
+
+
+def _run_plan(cube: xr.Dataset) -> ExperimentPlan:
+    """What identifies a run (or its results): images, variants, scales, method and metrics."""
     sources = "\n".join(str(s) for s in cube[schema.SOURCE].values)
-    return RunPlan(
+    return ExperimentPlan(
         images_store=cube.attrs.get("images_store"),
         n_images=cube.sizes[schema.IMAGE],
         sources_sha256=hashlib.sha256(sources.encode()).hexdigest(),
         variants=tuple(str(v) for v in cube[schema.VARIANT].values),
         scales=tuple(int(s) for s in cube[schema.SCALE].values),
         method=cube.attrs.get("method"),
+        metrics=metrics_of(cube),
     )
 
 
@@ -306,7 +543,7 @@ def _prepare_results(
     partial = partial_path(results)
     plan = _run_plan(cube)
     if store_exists(partial, so):
-        old = RunPlan.from_json(read_plan(results, so))
+        old = ExperimentPlan.from_json(read_plan(results, so))
         if old == plan:
             if not _results_ready(cube, results, so):
                 _create_results(cube, results, so)
@@ -328,7 +565,7 @@ def _prepare_results(
 
 
 def _check_complete(
-    cube: xr.Dataset, results: str, so: dict[str, Any] | None, plan: RunPlan
+    cube: xr.Dataset, results: str, so: dict[str, Any] | None, plan: ExperimentPlan
 ) -> None:
     try:
         done = open_store(results, "psnr", storage_options=so)
@@ -391,23 +628,32 @@ def _write_cube(
     done = done_units(results, {k: {"start": a, "stop": b} for k, (a, b) in enumerate(bounds)}, so)
     if done:
         say(f"resumed an interrupted run: {len(done)} of {len(bounds)} chunks were already written")
-    # One array of both variables, so that each block's MSE is computed once for both.
+    # One array of every variable, so that each block's metrics are computed once for all.
     units = (tuple(b - a for a, b in bounds), -1, -1)
-    mse, psnr = (cube[v].data.rechunk(units) for v in (schema.MSE, schema.PSNR))
-    both = da.map_blocks(_pair, mse, psnr, new_axis=0, dtype=np.float64, name="pupsnr-pair")
-    blocks = both.to_delayed().ravel()
-    token = tokenize(results, both.name)
+    names = _stored_variables(cube)
+    parts = [cube[v].data.rechunk(units) for v in names]
+    every = da.map_blocks(_stack, *parts, new_axis=0, dtype=np.float64, name="pupsnr-stack")
+    blocks = every.to_delayed().ravel()
+    token = tokenize(results, every.name)
     task = dask.delayed(_write_unit, pure=True)
     tasks = [
-        task(results, k, a, b, blocks[k], so, dask_key_name=f"pupsnr-write-{token}-{k:08d}")
+        task(results, k, a, b, blocks[k], so, names, dask_key_name=f"pupsnr-write-{token}-{k:08d}")
         for k, (a, b) in enumerate(bounds)
         if k not in done
     ]
     compute(*tasks, progress=progress)
 
 
-def _pair(mse: np.ndarray, psnr: np.ndarray) -> np.ndarray:
-    return np.stack([mse, psnr])
+def _stored_variables(cube: xr.Dataset) -> tuple[str, ...]:
+    """``mse``, ``psnr`` and the extra metrics of ``cube``, in the order they are written."""
+    return (schema.MSE, schema.PSNR, *(m for m in metrics_of(cube) if m != BASE_METRIC))
+
+
+def _stack(*blocks: np.ndarray) -> np.ndarray:
+    return np.stack(blocks)
+
+
+_pair = _stack  # (mse, psnr) blocks: the name benchmarks/scaleout_graph.py uses
 
 
 def _write_unit(
@@ -415,13 +661,14 @@ def _write_unit(
     unit: int,
     start: int,
     stop: int,
-    mse_psnr: np.ndarray,
+    stacked: np.ndarray,
     so: dict[str, Any] | None,
+    names: Sequence[str] = (schema.MSE, schema.PSNR),
 ) -> None:
-    """Worker task: write one chunk (or shard) of MSE and PSNR, then its marker."""
+    """Worker task: write one chunk (or shard) of every variable ``names``, then its marker."""
     import zarr
 
-    for name, block in ((schema.MSE, mse_psnr[0]), (schema.PSNR, mse_psnr[1])):
+    for name, block in zip(names, stacked, strict=True):
         url = f"{results.rstrip('/')}/{name}"
         array = zarr.open_array(url, mode="r+", storage_options=so)
         array.with_config({"write_empty_chunks": True})[start:stop] = block

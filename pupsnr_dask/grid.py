@@ -21,7 +21,7 @@ import xarray as xr
 
 from pupsnr_dask import schema
 from pupsnr_dask.cluster import compute
-from pupsnr_dask.experiment import SCALES, VARIANTS, check_selection
+from pupsnr_dask.experiment import SCALES, VARIANTS, resolve_selection
 from pupsnr_dask.kernels.metrics import psnr_kernel
 from pupsnr_dask.kernels.variants import pu_kernel
 from pupsnr_dask.query import strings
@@ -138,7 +138,8 @@ def pu_cells(
     variants, scales : sequence
         As :func:`pu_grid`.
     attrs : dict, optional
-        Attributes of the result (image, source, ...).
+        Attributes of the result (image, source, ...). Its ``source`` is the key that seeds
+        ``noise<sigma>`` inputs, as in the run (``""`` when missing).
     """
     img_true = np.asarray(img_true)
     if img_true.ndim != 3 or img_true.shape[2] != 3 or img_true.dtype != np.uint8:
@@ -148,12 +149,14 @@ def pu_cells(
         )
     size = img_true.shape[0]
     scales = (1, *[int(s) for s in scales if int(s) != 1])
-    variants, scales = check_selection(variants, scales, size)
+    specs, scales, _ = resolve_selection(variants, scales, size)
+    variants = tuple(spec.name for spec in specs)
+    keys = [str((attrs or {}).get(schema.SOURCE, ""))]
     batch = img_true[None]
     cells = np.empty((len(variants), len(scales), size, size, 3), dtype=np.uint8)
     psnr = np.empty((len(variants), len(scales)))
-    for j, name in enumerate(variants):
-        view = VARIANTS[name](batch)
+    for j, spec in enumerate(specs):
+        view = spec.apply(batch, keys)
         for k, s in enumerate(scales):
             pooled = pu_kernel(view, s)
             psnr[j, k] = psnr_kernel(batch, pooled)[0]

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from pupsnr_dask import schema
+from pupsnr_dask import registry, schema
 from pupsnr_dask.cluster import compute
 from pupsnr_dask.defaults import Split
 from pupsnr_dask.kernels.metrics import psnr_from_mse
@@ -50,16 +50,78 @@ def select_split(results: xr.Dataset, split: Split = "all") -> xr.Dataset:
     return results.isel({schema.IMAGE: np.flatnonzero(results[schema.SPLIT].values == split)})
 
 
-def summarize(results: xr.Dataset, split: Split = "all") -> xr.Dataset:
+def metrics_in(results: xr.Dataset) -> tuple[str, ...]:
+    """The metrics of :data:`pupsnr_dask.registry.METRICS` that ``results`` holds, in order."""
+    return tuple(m for m in registry.METRICS if m in results.data_vars)
+
+
+def check_metric(results: xr.Dataset, metric: str) -> registry.MetricSpec:
+    """The spec of ``metric``; ValueError unless ``results`` holds it (naming what it holds)."""
+    held = metrics_in(results)
+    if metric not in held:
+        hint = (
+            f" (rerun `pupsnr run` with --metrics {','.join((*held, metric))})"
+            if metric in registry.METRICS
+            else ""
+        )
+        raise ValueError(
+            f"metric must be one of {held} (those the results hold), got {metric!r}{hint}"
+        )
+    return registry.METRICS[metric]
+
+
+def statistic_names(metric: str) -> dict[str, str]:
+    """The statistics of :func:`summarize` for ``metric``: variable name -> title.
+
+    ``psnr``: the mean of the per-image PSNRs (the published figure), their standard
+    deviation, and the PSNR of the mean MSE. Any other metric: the mean and the standard
+    deviation of its per-image values only (there is no "SSIM of the mean MSE").
+
+    Examples
+    --------
+    >>> list(statistic_names("ssim"))
+    ['mean_ssim', 'std_ssim']
+    """
+    if metric == schema.PSNR:
+        return {
+            "mean_psnr_db": "Mean PSNR (dB)",
+            "std_psnr_db": "Standard deviation of PSNR (dB)",
+            "psnr_of_mean_mse_db": "PSNR of the mean MSE (dB)",
+        }
+    spec = registry.METRICS[metric]
+    suffix = "_db" if spec.units == "dB" else ""
+    units = f" ({spec.units})" if spec.units == "dB" else ""
+    return {
+        f"mean_{metric}{suffix}": f"Mean {spec.long_name}{units}",
+        f"std_{metric}{suffix}": f"Standard deviation of {spec.long_name}{units}",
+    }
+
+
+def summarize(results: xr.Dataset, split: Split = "all", metric: str = "psnr") -> xr.Dataset:
     """Dataset statistics by variant x scale, computed eagerly.
+
+    Parameters
+    ----------
+    results : xr.Dataset
+        A results store, lazy or not.
+    split : {"train", "test", "all"}
+        Which images to summarise.
+    metric : str
+        One of the metrics ``results`` holds (``psnr``, ``psnr_y``, ``ssim``).
 
     Returns
     -------
     xr.Dataset
-        Dims ``(variant, scale)``: ``mean_psnr_db`` (mean of per-image PSNR, the published
-        figure; +inf when any image is identical), ``std_psnr_db``, ``psnr_of_mean_mse_db``,
-        ``n_images``, ``n_infinite``.
+        Dims ``(variant, scale)``. For ``psnr``: ``mean_psnr_db`` (mean of per-image PSNR, the
+        published figure; +inf when any image is identical), ``std_psnr_db``,
+        ``psnr_of_mean_mse_db``, ``n_images``, ``n_infinite``. For another metric the two
+        statistics of :func:`statistic_names` (mean and standard deviation of the per-image
+        values), ``n_images`` and ``n_infinite``. The attributes name the ``metric``, its
+        ``units`` and its ``aggregate`` (how the dataset figure is formed).
     """
+    spec = check_metric(results, metric)
+    if metric != schema.PSNR:
+        return _summarize_other(results, split, spec)
     sel = select_split(results, split)
     psnr = sel[schema.PSNR].compute()
     mse = sel[schema.MSE].compute()
@@ -78,7 +140,35 @@ def summarize(results: xr.Dataset, split: Split = "all") -> xr.Dataset:
             }
         )
     out["n_images"] = n
-    out.attrs = {"split": split, "units": "dB"}
+    out.attrs = {"split": split, "units": "dB", "metric": metric, "aggregate": spec.aggregate}
+    return out.drop_vars([c for c in (schema.SOURCE, schema.SPLIT) if c in out.coords])
+
+
+def _summarize_other(results: xr.Dataset, split: Split, spec: registry.MetricSpec) -> xr.Dataset:
+    """:func:`summarize` for a metric other than psnr: mean and std of per-image values."""
+    sel = select_split(results, split)
+    values = sel[spec.name].compute()
+    n = sel.sizes[schema.IMAGE]
+    if n == 0:
+        raise ValueError(f"no images in split {split!r}")
+    mean, std = statistic_names(spec.name)
+    with np.errstate(invalid="ignore"):
+        out = xr.Dataset(
+            {
+                mean: values.mean(schema.IMAGE),
+                std: values.std(schema.IMAGE, ddof=1)
+                if n > 1
+                else values.mean(schema.IMAGE) * np.nan,
+                "n_infinite": xr.apply_ufunc(np.isinf, values).sum(schema.IMAGE),
+            }
+        )
+    out["n_images"] = n
+    out.attrs = {
+        "split": split,
+        "units": spec.units,
+        "metric": spec.name,
+        "aggregate": spec.aggregate,
+    }
     return out.drop_vars([c for c in (schema.SOURCE, schema.SPLIT) if c in out.coords])
 
 
@@ -121,7 +211,7 @@ def t_half_width(std: Any, n: Any, confidence: float) -> Any:
 def load_cube(
     results: xr.Dataset, split: Split = "all", *, progress: bool | None = None
 ) -> xr.Dataset:
-    """The ``psnr`` and ``mse`` of one split, computed into memory (with a progress bar).
+    """The ``psnr``, ``mse`` and other metrics of one split, computed into memory.
 
     Parameters
     ----------
@@ -139,7 +229,8 @@ def load_cube(
     """
     schema.validate(results, "psnr", name="results")
     sel = select_split(load_coords(results), split)
-    (loaded,) = compute(sel[[schema.PSNR, schema.MSE]], progress=progress)
+    names = [schema.PSNR, schema.MSE, *(m for m in metrics_in(sel) if m != schema.PSNR)]
+    (loaded,) = compute(sel[names], progress=progress)
     return loaded
 
 
@@ -196,7 +287,11 @@ def spread(psnr: xr.DataArray) -> xr.Dataset:
 
 
 def summary_table(
-    results: xr.Dataset, split: Split = "all", *, progress: bool | None = None
+    results: xr.Dataset,
+    split: Split = "all",
+    *,
+    progress: bool | None = None,
+    metric: str = "psnr",
 ) -> xr.Dataset:
     """The summary of :func:`summarize` plus the spread across images.
 
@@ -208,6 +303,9 @@ def summary_table(
         Which images to summarise.
     progress : bool, optional
         Progress bar while the cube is read; by default when standard error is a terminal.
+    metric : str
+        As for :func:`summarize`; the spread is of that metric's values (the variables keep
+        the names of :data:`SPREAD_STATISTICS`, whose "dB" holds for the dB metrics only).
 
     Returns
     -------
@@ -217,8 +315,8 @@ def summary_table(
         :data:`SPREAD_STATISTICS`, which leave out the +inf PSNRs of identical images.
     """
     cube = load_cube(results, split, progress=progress)
-    base = summarize(cube)  # the cube holds only this split already
-    out = xr.merge([base, spread(cube[schema.PSNR])], combine_attrs="override")
+    base = summarize(cube, metric=metric)  # the cube holds only this split already
+    out = xr.merge([base, spread(cube[metric])], combine_attrs="override")
     out.attrs = {**base.attrs, "split": split}
     return out
 
@@ -232,8 +330,9 @@ def extremes(
     *,
     split: Split = "all",
     progress: bool | None = None,
+    metric: str = "psnr",
 ) -> xr.DataArray:
-    """The ``n`` images with the lowest (or highest) PSNR for one variant and scale.
+    """The ``n`` images with the lowest (or highest) PSNR (or ``metric``) for a variant and scale.
 
     Parameters
     ----------
@@ -251,20 +350,25 @@ def extremes(
         Which images to consider.
     progress : bool, optional
         Progress bar while the PSNRs are read.
+    metric : str
+        One of the metrics ``results`` holds; all are higher-is-better, so the lowest are the
+        worst.
 
     Returns
     -------
     xr.DataArray
-        PSNR in dB, dim ``image`` (sorted), with the ``source`` and ``split`` of each image.
-        NaN values are never returned; ties keep the order of the ``image`` index.
+        PSNR in dB (or ``metric``), dim ``image`` (sorted), with the ``source`` and
+        ``split`` of each image. NaN values are never returned; ties keep the order of the
+        ``image`` index.
     """
+    check_metric(results, metric)
     _check_member(results, schema.VARIANT, variant)
     _check_member(results, schema.SCALE, scale)
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     sel = select_split(load_coords(results), split)
     (psnr,) = compute(
-        sel[schema.PSNR].sel({schema.VARIANT: variant, schema.SCALE: scale}), progress=progress
+        sel[metric].sel({schema.VARIANT: variant, schema.SCALE: scale}), progress=progress
     )
     values = psnr.values
     keep = np.flatnonzero(~np.isnan(values))

@@ -420,7 +420,8 @@ METRICS: dict[str, MetricSpec] = {
         True,
         "10*log10(255**2 / MSE), MSE over all pixels and RGB channels in float64; +inf for "
         "identical images",
-        "mean of the per-image PSNRs (SPEC.md); the PSNR of the mean MSE is also reported",
+        "mean of the per-image PSNRs (docs/definitions.md); the PSNR of the mean MSE is also "
+        "reported",
         quality.psnr,
     ),
     "psnr_y": MetricSpec(

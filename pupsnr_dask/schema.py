@@ -24,6 +24,7 @@ Two kinds of store are written by pupsnr_dask, both Zarr groups that ``xr.open_z
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -107,7 +108,14 @@ REJECTED_ATTR = "rejected"
 
 
 #: Attributes whose value is a list or a mapping, stored as JSON text (:func:`encode_attrs`).
-JSON_ATTRS = (REJECTED_ATTR, "images_store_attrs")
+JSON_ATTRS = (
+    REJECTED_ATTR,
+    "images_store_attrs",
+    "variant_definitions",
+    "variant_parameters",
+    "metrics",
+    "metric_definitions",
+)
 
 
 StoreKind = Literal["images", "psnr"]
@@ -312,13 +320,45 @@ def label_defects(ds: xr.Dataset, kind: StoreKind) -> list[str]:
         method = ds.attrs.get("method")
         if isinstance(method, str) and method not in METHODS:
             out.append(f"unknown method {method!r}; expected one of {METHODS}")
-        unknown = [str(v) for v in ds[VARIANT].values if str(v) not in VARIANT_NAMES]
+        unknown = unknown_variants(ds)
         if unknown:
             out.append(f"unknown variant {unknown[0]!r}; expected some of {VARIANT_NAMES}")
         scales = ds[SCALE].values
         if not np.issubdtype(scales.dtype, np.integer) or (scales < 1).any():
             out.append(f"scales must be positive integers, got {scales.tolist()}")
     return out
+
+
+#: The families of the variants a run resolves besides :data:`VARIANT_NAMES`
+#: (:mod:`pupsnr_dask.registry`), and how their labels are written.
+TASK_VARIANT_FAMILIES = ("sr", "jpeg", "noise", "blur", "plugin", "entry_point")
+_TASK_VARIANT_LABEL = re.compile(r"[A-Za-z_][\w.:-]*")
+
+
+def unknown_variants(ds: xr.Dataset) -> list[str]:
+    """The variant labels of a results dataset that are neither built in nor recorded.
+
+    A label is known when it is one of :data:`VARIANT_NAMES`, or when the
+    ``variant_parameters`` attribute (one JSON object a variant, in the order of the
+    coordinate) records it as of a task family (:data:`TASK_VARIANT_FAMILIES`) and it is
+    written as a name (letters, digits, ``_ . : -``).
+    """
+    labels = [str(v) for v in ds[VARIANT].values]
+    recorded = json_attr(ds.attrs, "variant_parameters")
+    families: list[Any] = [None] * len(labels)
+    if isinstance(recorded, list) and len(recorded) == len(labels):
+        for k, text in enumerate(recorded):
+            try:
+                doc = json.loads(text) if isinstance(text, str) else None
+            except ValueError:
+                doc = None
+            families[k] = doc.get("family") if isinstance(doc, dict) else None
+    return [
+        label
+        for label, family in zip(labels, families, strict=True)
+        if label not in VARIANT_NAMES
+        and not (family in TASK_VARIANT_FAMILIES and _TASK_VARIANT_LABEL.fullmatch(label))
+    ]
 
 
 def _check_var(ds: xr.Dataset, var: str, dims: tuple[str, ...], dtype: str, name: str) -> None:

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "advise": ("advise", "Which U-Net depths does a model really use? Output PSNR against p_i."),
     "verify": ("verify", "Check STORE thoroughly; exit status 1 and a list of defects if unsound."),
     "export": ("export", "Write RESULTS as a table: one row per image x variant x scale."),
+    "variants": ("variants", "List every input and metric of `pupsnr run`, with its definition."),
     "demo": ("demo", "Run ingest, run and report on sample photos of installed packages."),
 }
 #: Errors of the environment, whoever raises them: a file, a store, a scheduler, a missing

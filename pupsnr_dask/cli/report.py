@@ -26,6 +26,15 @@ if TYPE_CHECKING:
     help="Which images to summarise.",
 )
 @click.option(
+    "--metric",
+    default="psnr",
+    show_default=True,
+    metavar="NAME",
+    help="Which metric the table and --plot show: psnr, or psnr_y / ssim when RESULTS hold them "
+    "(`pupsnr run --metrics`). PSNR adds the PSNR of the mean MSE; the others show the mean "
+    "and standard deviation of the per-image values. All are higher-is-better.",
+)
+@click.option(
     "--plot",
     "plot_file",
     default=None,
@@ -60,6 +69,7 @@ def report_cmd(
     results: str,
     fmt: Format,
     split: Split,
+    metric: str,
     plot_file: str | None,
     html_file: str | None,
     images: str | None,
@@ -84,10 +94,11 @@ def report_cmd(
         if out is not None and not Path(out).resolve().parent.is_dir():
             raise FileNotFoundError(f"folder of {out!r} does not exist")
     ds = open_store(results, "psnr", storage_options=storage_options)
-    click.echo(format_summary(query.summarize(ds, split), fmt))
+    click.echo(format_summary(query.summarize(ds, split, metric), fmt))
     progress = False if quiet else None
     if plot_file is not None:
-        written = plots.save_figure(plots.plot_psnr(ds, split, progress=progress), plot_file)
+        figure = plots.plot_psnr(ds, split, progress=progress, metric=metric)
+        written = plots.save_figure(figure, plot_file)
         click.echo(f"pupsnr: plot written to {written}", err=True)
     if html_file is not None:
         with damage_named(images, results, storage_options=storage_options):

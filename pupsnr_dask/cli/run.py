@@ -16,6 +16,11 @@ from pupsnr_dask.cli.options import (
 from pupsnr_dask.defaults import DEFAULT_SCALES, DEFAULT_VARIANTS, METHODS, Method
 from pupsnr_dask.helptext import Command
 
+#: The task families of ``--variants`` and the metrics of ``--metrics``, for the help text
+#: (the same as :mod:`pupsnr_dask.registry`'s; tests/test_cli_variants.py checks it).
+TASK_FAMILIES = ("sr<k>", "jpeg<q>", "noise<sigma>", "blur<radius>")
+METRIC_NAMES = ("psnr", "psnr_y", "ssim")
+
 if TYPE_CHECKING:
     from pupsnr_dask.store.fs import StorageOptions
 
@@ -35,7 +40,25 @@ if TYPE_CHECKING:
     default=",".join(DEFAULT_VARIANTS),
     show_default=True,
     callback=csv_list(str),
-    help=f"Comma-separated, of {', '.join(DEFAULT_VARIANTS)}.",
+    help=f"Comma-separated inputs: {', '.join(DEFAULT_VARIANTS)}, {', '.join(TASK_FAMILIES)} "
+    "(e.g. sr4, jpeg20, noise25, blur2), an installed entry point, or module:function. "
+    "`pupsnr variants` lists them with their definitions.",
+)
+@click.option(
+    "--variant-plugin",
+    "plugins",
+    multiple=True,
+    metavar="MODULE:FUNCTION",
+    help="Your own input, appended to --variants (repeatable): a function f(images) -> "
+    "images on uint8 arrays of shape n x h x w x 3. The Dask workers must be able to import "
+    "MODULE.",
+)
+@click.option(
+    "--metrics",
+    default="psnr",
+    show_default=True,
+    callback=csv_list(str),
+    help=f"Comma-separated, of {', '.join(METRIC_NAMES)}; psnr (and mse) are always computed.",
 )
 @click.option(
     "--scales",
@@ -63,6 +86,8 @@ def run_cmd(
     store: str,
     results: str,
     variants: tuple[str, ...],
+    plugins: tuple[str, ...],
+    metrics: tuple[str, ...],
     scales: tuple[int, ...],
     method: Method,
     overwrite: bool,
@@ -77,7 +102,9 @@ def run_cmd(
 
     store, results = absolute(store), absolute(results)
     images = open_store(store, "images", storage_options=storage_options)
-    experiment.check_selection(variants, scales, images.sizes[schema.Y])
+    variants = (*variants, *plugins)
+    specs, _, _ = experiment.resolve_selection(variants, scales, images.sizes[schema.Y], metrics)
+    experiment.probe_variants(images, specs)  # a broken plug-in fails before a cluster starts
     with cluster_context(scheduler, n_workers, quiet):
         ds = experiment.run_experiment(
             store,
@@ -85,12 +112,14 @@ def run_cmd(
             variants=variants,
             scales=scales,
             method=method,
+            metrics=metrics,
             overwrite=overwrite,
             storage_options=storage_options,
             progress=False if quiet else None,
             notify=click.echo,
         )
+    what = ", ".join(experiment.metrics_of(ds)).upper().replace("_Y", "_y")
     click.echo(
-        f"PSNR of {ds.sizes[schema.IMAGE]} images x {ds.sizes[schema.VARIANT]} variants "
+        f"{what} of {ds.sizes[schema.IMAGE]} images x {ds.sizes[schema.VARIANT]} variants "
         f"x {ds.sizes[schema.SCALE]} scales in {results}"
     )

@@ -36,7 +36,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 #: The metrics, in the order of the registry; all higher-is-better.
 METRIC_NAMES: tuple[str, ...] = ("psnr", "psnr_y", "ssim")
@@ -164,6 +163,10 @@ def psnr_y(img_true: np.ndarray, img_test: np.ndarray) -> np.ndarray:
 
 
 def _gauss(a: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray:
+    # Imported here: scipy.ndimage costs about 1 s to import (measured), which `pupsnr
+    # variants` and every command importing the registry would pay for nothing.
+    from scipy import ndimage
+
     return ndimage.gaussian_filter1d(
         a, SSIM_SIGMA, axis=axis, output=out, mode="reflect", truncate=SSIM_TRUNCATE
     )

@@ -21,13 +21,14 @@ import io
 import math
 import os
 import textwrap
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from pupsnr_dask import grid, query, schema
+from pupsnr_dask import grid, query, registry, schema
 from pupsnr_dask.defaults import DEFAULT_DPI, Split
 from pupsnr_dask.experiment import SCALES, VARIANTS
 
@@ -69,7 +70,8 @@ def literal(text: object) -> str:
 def variant_color(variant: str) -> str:
     """The colour of a variant, the same in every plot (matplotlib's tab10 cycle)."""
     names = list(VARIANTS)
-    k = names.index(variant) if variant in names else len(names) + hash(variant) % 7
+    # crc32, not hash(): str hashes change with every process (PYTHONHASHSEED).
+    k = names.index(variant) if variant in names else len(names) + zlib.crc32(variant.encode()) % 7
     return f"C{k % 10}"
 
 
@@ -89,9 +91,16 @@ def scale_label(scale: int, resolution: int, *, depth: bool = True) -> str:
     return f"{resolution} px"
 
 
-def omitted_notes(cube: xr.Dataset) -> list[str]:
-    """One line for each (variant, scale) whose +inf PSNRs (identical images) are not drawn."""
-    psnr = cube[schema.PSNR]
+def axis_label(metric: str) -> str:
+    """``"PSNR (dB)"``, ``"PSNR on Y (BT.601) (dB)"``, ``"SSIM"``: a metric on an axis."""
+    spec = registry.METRICS[metric]
+    return f"{spec.long_name} (dB)" if spec.units == "dB" else spec.long_name
+
+
+def omitted_notes(cube: xr.Dataset, metric: str = "psnr") -> list[str]:
+    """One line for each (variant, scale) whose +inf values (identical images) are not drawn."""
+    psnr = cube[metric]
+    name = registry.METRICS[metric].long_name
     n = psnr.sizes[schema.IMAGE]
     n_inf = (psnr == np.inf).sum(schema.IMAGE)
     notes = []
@@ -101,18 +110,18 @@ def omitted_notes(cube: xr.Dataset) -> list[str]:
             if k == n:
                 notes.append(
                     f"{literal(variant)} at scale {scale}: all {n} images identical to the "
-                    "target (PSNR = +∞), not drawn"
+                    f"target ({name} = +∞), not drawn"
                 )
             elif k:
                 notes.append(
                     f"{literal(variant)} at scale {scale}: {k} of {n} images identical "
-                    "(PSNR = +∞), left out of the mean, interval and distribution"
+                    f"({name} = +∞), left out of the mean, interval and distribution"
                 )
     return notes
 
 
-def psnr_figure(cube: xr.Dataset, *, title: str | None = None) -> Any:
-    """Two panels: mean PSNR against scale with its spread, and the per-image distribution.
+def psnr_figure(cube: xr.Dataset, *, title: str | None = None, metric: str = "psnr") -> Any:
+    """Two panels: mean PSNR (or ``metric``) against scale with its spread, and its distribution.
 
     Parameters
     ----------
@@ -121,6 +130,8 @@ def psnr_figure(cube: xr.Dataset, *, title: str | None = None) -> Any:
         the ``resolution`` of each scale.
     title : str, optional
         Figure title; by default the number of images.
+    metric : str
+        The variable drawn: ``psnr`` (default), ``psnr_y`` or ``ssim`` (all higher-is-better).
 
     Returns
     -------
@@ -130,24 +141,25 @@ def psnr_figure(cube: xr.Dataset, *, title: str | None = None) -> Any:
         and U-Net depth of each scale on the top axis. Right: box plots by scale and variant.
         +inf values are left out, with a note under the panels.
     """
-    stats = query.spread(cube[schema.PSNR])
-    notes = omitted_notes(cube)
+    stats = query.spread(cube[metric])
+    notes = omitted_notes(cube, metric)
     n = cube.sizes[schema.IMAGE]
     fig = new_figure(figsize=(13, 5.8), layout="constrained")
     bottom = 0.035 * len(notes) + 0.02 if notes else 0.0
     fig.get_layout_engine().set(rect=(0, bottom, 1, 1 - bottom))
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.15]})
-    _mean_panel(left, stats)
-    _distribution_panel(right, cube)
+    _mean_panel(left, stats, metric)
+    _distribution_panel(right, cube, metric)
+    name = registry.METRICS[metric].long_name
     fig.suptitle(
-        literal(title or f"PSNR of the PU transform against the target, {n} images"), size=14
+        literal(title or f"{name} of the PU transform against the target, {n} images"), size=14
     )
     for k, note in enumerate(notes):
         fig.text(0.01, bottom - 0.035 * (k + 1), f"Note: {note}.", size=9, color="0.3")
     return fig
 
 
-def _mean_panel(ax: Any, stats: xr.Dataset) -> None:
+def _mean_panel(ax: Any, stats: xr.Dataset, metric: str = "psnr") -> None:
     from matplotlib.patches import Patch
 
     scales = stats[schema.SCALE].values
@@ -167,8 +179,8 @@ def _mean_panel(ax: Any, stats: xr.Dataset) -> None:
     ax.set_xticks(scales, [str(int(v)) for v in scales])
     ax.minorticks_off()
     ax.set_xlabel("PU scale s (average-pool s×s, then upsample)")
-    ax.set_ylabel("PSNR (dB)")
-    ax.set_title("Mean PSNR by scale")
+    ax.set_ylabel(axis_label(metric))
+    ax.set_title(f"Mean {registry.METRICS[metric].long_name} by scale")
     ax.grid(alpha=0.3)
     top = ax.secondary_xaxis("top")
     top.set_xticks(
@@ -183,14 +195,19 @@ def _mean_panel(ax: Any, stats: xr.Dataset) -> None:
     ]
     labels += ["95% interval of the mean", "10–90% of the images"]
     ax.legend(
-        handles, labels, loc="upper right", ncols=2, fontsize=9, title="mean PSNR (finite values)"
+        handles,
+        labels,
+        loc="upper right",
+        ncols=2,
+        fontsize=9,
+        title=f"mean {registry.METRICS[metric].long_name} (finite values)",
     )
 
 
-def _distribution_panel(ax: Any, cube: xr.Dataset) -> None:
+def _distribution_panel(ax: Any, cube: xr.Dataset, metric: str = "psnr") -> None:
     from matplotlib.patches import Patch
 
-    psnr = cube[schema.PSNR]
+    psnr = cube[metric]
     variants = psnr[schema.VARIANT].values.tolist()
     scales = psnr[schema.SCALE].values.tolist()
     resolution = cube[schema.RESOLUTION].values.tolist()
@@ -224,8 +241,9 @@ def _distribution_panel(ax: Any, cube: xr.Dataset) -> None:
     )
     ax.set_xlim(-0.6, len(scales) - 0.4)
     ax.set_xlabel("PU scale s and resolution")
-    ax.set_ylabel("PSNR (dB)")
-    ax.set_title("Per-image PSNR distribution (box: quartiles, whiskers: 1.5 IQR)")
+    ax.set_ylabel(axis_label(metric))
+    name = registry.METRICS[metric].long_name
+    ax.set_title(f"Per-image {name} distribution (box: quartiles, whiskers: 1.5 IQR)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(
         [Patch(facecolor=variant_color(v), alpha=0.55) for v in variants],
@@ -236,15 +254,25 @@ def _distribution_panel(ax: Any, cube: xr.Dataset) -> None:
     )
 
 
-def plot_psnr(results: xr.Dataset, split: Split = "all", *, progress: bool | None = None) -> Any:
-    """The PSNR figure (:func:`psnr_figure`) of a results store, reading it with progress."""
+def plot_psnr(
+    results: xr.Dataset,
+    split: Split = "all",
+    *,
+    progress: bool | None = None,
+    metric: str = "psnr",
+) -> Any:
+    """The figure (:func:`psnr_figure`) of one metric of a results store, read with progress."""
+    query.check_metric(results, metric)
     cube = query.load_cube(results, split, progress=progress)
     if cube.sizes[schema.IMAGE] == 0:
         raise ValueError(f"no images in split {split!r}")
     n = cube.sizes[schema.IMAGE]
     which = "" if split == "all" else f" of split {split!r}"
+    name = registry.METRICS[metric].long_name
     return psnr_figure(
-        cube, title=f"PSNR of the PU transform against the target, {n} images{which}"
+        cube,
+        title=f"{name} of the PU transform against the target, {n} images{which}",
+        metric=metric,
     )
 
 

@@ -9,6 +9,11 @@ Text and markdown: one table a statistic, rows = scale, columns = variant::
         2         128  24.61  18.65   15.58
 
 CSV and JSON: one row per (variant, scale), numbers unrounded.
+
+Every metric of a results store can be summarised (``summarize(results, metric=...)``): PSNR
+has three statistics (mean of the per-image PSNRs, their standard deviation, PSNR of the mean
+MSE); ``psnr_y`` and ``ssim`` have the mean and standard deviation of the per-image values
+only, and the text says so. SSIM is shown with 4 decimals, dB with 2.
 """
 
 from __future__ import annotations
@@ -21,14 +26,21 @@ import xarray as xr
 
 from pupsnr_dask import schema
 from pupsnr_dask.defaults import Format
+from pupsnr_dask.query import statistic_names
 from pupsnr_dask.report.tables import check_format, format_value, render
 
-#: The statistics of :func:`pupsnr_dask.query.summarize` that the tables show, with titles.
-STATISTICS = {
-    "mean_psnr_db": "Mean PSNR (dB)",
-    "std_psnr_db": "Standard deviation of PSNR (dB)",
-    "psnr_of_mean_mse_db": "PSNR of the mean MSE (dB)",
-}
+#: The statistics of :func:`pupsnr_dask.query.summarize` that the tables show for PSNR, with
+#: titles (:func:`pupsnr_dask.query.statistic_names` gives those of every metric).
+STATISTICS = statistic_names("psnr")
+
+
+def _metric(summary: xr.Dataset) -> str:
+    return str(summary.attrs.get("metric", "psnr"))
+
+
+def _digits(summary: xr.Dataset) -> int:
+    """Decimals shown: 2 for dB, 4 for a dimensionless metric (SSIM)."""
+    return 2 if summary.attrs.get("units", "dB") == "dB" else 4
 
 
 def _by_scale(summary: xr.Dataset, cell: Any) -> pd.DataFrame:
@@ -44,10 +56,11 @@ def _by_scale(summary: xr.Dataset, cell: Any) -> pd.DataFrame:
 def statistic_frame(summary: xr.Dataset, stat: str) -> pd.DataFrame:
     """One statistic of ``summary`` as SPEC.md lays it out, formatted (``"—"``, ``"∞"``)."""
     n = int(summary["n_images"])
+    digits = _digits(summary)
 
     def cell(j: int, k: int) -> str:
         all_inf = int(summary["n_infinite"].values[j, k]) == n
-        return format_value(float(summary[stat].values[j, k]), all_inf)
+        return format_value(float(summary[stat].values[j, k]), all_inf, digits=digits)
 
     return _by_scale(summary, cell)
 
@@ -69,16 +82,18 @@ def interval_frame(summary: xr.Dataset) -> pd.DataFrame:
 def records_frame(summary: xr.Dataset) -> pd.DataFrame:
     """One row per (variant, scale): counts and every statistic, unrounded."""
     rows = []
+    stats = statistic_names(_metric(summary))
     for j, variant in enumerate(summary[schema.VARIANT].values):
         for k, scale in enumerate(summary[schema.SCALE].values):
             row: dict[str, Any] = {
+                "metric": _metric(summary),
                 "variant": str(variant),
                 "scale": int(scale),
                 "resolution": int(summary[schema.RESOLUTION].values[k]),
                 "n_images": int(summary["n_images"]),
                 "n_infinite": int(summary["n_infinite"].values[j, k]),
             }
-            rows.append(row | {s: float(summary[s].values[j, k]) for s in STATISTICS})
+            rows.append(row | {s: float(summary[s].values[j, k]) for s in stats})
     return pd.DataFrame(rows)
 
 
@@ -98,11 +113,22 @@ def format_summary(summary: xr.Dataset, fmt: Format = "text") -> str:
     str
     """
     check_format(fmt)
+    metric = _metric(summary)
     if fmt in ("csv", "json"):
-        meta = {"n_images": int(summary["n_images"]), "split": summary.attrs.get("split")}
+        meta = {
+            "n_images": int(summary["n_images"]),
+            "split": summary.attrs.get("split"),
+            "metric": metric,
+            "aggregate": summary.attrs.get("aggregate"),
+        }
         return render(records_frame(summary), fmt, meta=meta)
     lines = [f"{int(summary['n_images'])} images, split: {summary.attrs.get('split', 'all')}"]
-    for stat, title in STATISTICS.items():
+    if metric != "psnr":
+        lines.append(
+            f"metric: {metric} ({summary.attrs.get('units')}, higher is better); dataset figure: "
+            f"{summary.attrs.get('aggregate')}"
+        )
+    for stat, title in statistic_names(metric).items():
         heading = f"## {title}" if fmt == "markdown" else title
         lines += ["", heading, "", render(statistic_frame(summary, stat), fmt)]
     return "\n".join(lines)

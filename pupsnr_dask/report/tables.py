@@ -35,19 +35,21 @@ def check_format(fmt: str, formats: Sequence[str] = FORMATS) -> None:
         raise ValueError(f"format must be one of {tuple(formats)}, got {fmt!r}")
 
 
-def format_value(value: float, all_infinite: bool = False) -> str:
-    """A PSNR for a table: two decimals, "—" when every image is identical, "∞" otherwise.
+def format_value(value: float, all_infinite: bool = False, *, digits: int = 2) -> str:
+    """A PSNR for a table: ``digits`` decimals, "—" when every image is identical, "∞" otherwise.
 
     Examples
     --------
     >>> format_value(24.6149), format_value(math.inf, True), format_value(math.inf)
     ('24.61', '—', '∞')
+    >>> format_value(0.71234, digits=4)
+    '0.7123'
     """
     if math.isinf(value) and value > 0:
         return "—" if all_infinite else "∞"
     if math.isnan(value):
         return "n/a"
-    return f"{value:.2f}"
+    return f"{value:.{digits}f}"
 
 
 def render(
