@@ -103,21 +103,26 @@ class Kubernetes:
     name: str = "pupsnr"
     s3_secret: str | None = "pupsnr-s3"
 
-    def spec(self) -> dict[str, Any]:
-        """The DaskCluster resource, built offline: checks every field and the extra."""
-        return kube.make_cluster_spec(
-            self.name, image=self.image, n_workers=self.n_workers,
-            worker_threads=self.worker_threads, worker_memory=self.worker_memory,
-            s3_secret=self.s3_secret,
-        )  # fmt: skip
+    def arguments(self, quiet: bool = False) -> dict[str, Any]:
+        """What ``KubeCluster`` is given (:func:`kube.cluster_arguments`), built offline.
+
+        Checks every field, and that dask-kubernetes is installed, before anything starts.
+        """
+        return kube.cluster_arguments(self.name, quiet=quiet, **self._fields())
 
     def start(self, quiet: bool) -> Any:
         """Create the DaskCluster and wait for it (a ``KubeCluster``, closed with the block)."""
-        return kube.start_cluster(
-            self.name, image=self.image, namespace=self.namespace, n_workers=self.n_workers,
-            worker_threads=self.worker_threads, worker_memory=self.worker_memory,
-            s3_secret=self.s3_secret, quiet=quiet,
-        )  # fmt: skip
+        return kube.start_cluster(self.name, quiet=quiet, **self._fields())
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "namespace": self.namespace,
+            "n_workers": self.n_workers,
+            "worker_threads": self.worker_threads,
+            "worker_memory": self.worker_memory,
+            "s3_secret": self.s3_secret,
+        }
 
 
 class Connection:
@@ -238,7 +243,7 @@ def connect(
         if scheduler:
             given = f"${SCHEDULER_ENV}={scheduler!r}" if from_env else f"scheduler={scheduler!r}"
             raise ValueError(f"kubernetes and {given} exclude each other: give one")
-        kubernetes.spec()  # the extra and every field, before anything starts
+        kubernetes.arguments()  # the extra and every field, before anything starts
     no_worker_timeout = resolve_no_worker_timeout(no_worker_timeout)
     given_tls = {"tls_ca_file": tls_ca_file, "tls_cert": tls_cert, "tls_key": tls_key}
     use_env = bool(scheduler) and str(scheduler).startswith("tls://")  # else they do not apply

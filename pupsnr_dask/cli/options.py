@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -27,6 +27,9 @@ from pupsnr_dask.defaults import (
     STORAGE_OPTIONS_ENV,
     TLS_ENV,
 )
+
+if TYPE_CHECKING:
+    from pupsnr_dask.cluster import Kubernetes
 
 _CONNECT_META = "pupsnr.connect"
 #: The options of --kubernetes other than the image (fields of cluster.Kubernetes).
@@ -163,9 +166,9 @@ def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
         expose_value=False,
         callback=_connect_option,
         help="Create a Dask cluster on Kubernetes for this command (and delete it after), its "
-        "scheduler and workers running IMAGE, built from deploy/Dockerfile; needs a kubeconfig, "
-        'the dask-kubernetes operator and pip install "pupsnr-dask[kubernetes]" '
-        "(deploy/README.md). Not with --scheduler.",
+        "scheduler and workers running IMAGE, built from deploy/Dockerfile. Needs a kubeconfig, "
+        "the dask-kubernetes operator and the kubernetes extra of pupsnr (see deploy/README.md). "
+        "Not with --scheduler.",
     )(f)
     f = click.option(
         "--scheduler",
@@ -178,33 +181,42 @@ def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def kubernetes_of(settings: dict[str, Any], scheduler: str | None) -> Kubernetes | None:
+    """The :class:`~pupsnr_dask.cluster.Kubernetes` that ``--kubernetes`` and ``--k8s-*`` ask for.
+
+    Takes those options out of ``settings`` (what :func:`cluster_context` gives ``connect``).
+    """
+    from pupsnr_dask.cluster import Kubernetes
+
+    image = settings.pop("kubernetes", None)
+    k8s = {name: settings.pop(name, None) for name in K8S_OPTIONS}
+    if image is None:
+        return None
+    if scheduler:
+        raise ValueError(  # one line, exit 2 (see main)
+            f"--kubernetes and --scheduler (or ${SCHEDULER_ENV}) exclude each other: "
+            f"give one, got --scheduler {scheduler!r}"
+        )
+    return Kubernetes(
+        image,
+        n_workers=k8s["k8s_workers"] or DEFAULT_K8S_WORKERS,
+        worker_threads=k8s["k8s_threads"] or DEFAULT_K8S_WORKER_THREADS,
+        worker_memory=k8s["k8s_memory"] or DEFAULT_K8S_WORKER_MEMORY,
+        namespace=k8s["k8s_namespace"],
+    )
+
+
 @contextlib.contextmanager
 def cluster_context(scheduler: str | None, n_workers: int | None, quiet: bool) -> Iterator[None]:
-    """Connect to the cluster the options name (:func:`pupsnr_dask.cluster.connect`)."""
     """Connect to the cluster the options name (:func:`pupsnr_dask.cluster.connect`), lazily.
 
     Nothing starts until the command first computes with Dask: an argument or store error, or
     a store already up to date, is answered without a cluster.
     """
-    from pupsnr_dask.cluster import Kubernetes, connect
+    from pupsnr_dask.cluster import connect
 
     settings = dict(click.get_current_context().meta.get(_CONNECT_META, {}))
-    image = settings.pop("kubernetes", None)
-    k8s = {name: settings.pop(name, None) for name in K8S_OPTIONS}
-    kubernetes = None
-    if image is not None:
-        if scheduler:
-            raise click.UsageError(
-                f"--kubernetes and --scheduler (or ${SCHEDULER_ENV}) exclude each other: "
-                f"give one, got --scheduler {scheduler!r}"
-            )
-        kubernetes = Kubernetes(
-            image,
-            n_workers=k8s["k8s_workers"] or DEFAULT_K8S_WORKERS,
-            worker_threads=k8s["k8s_threads"] or DEFAULT_K8S_WORKER_THREADS,
-            worker_memory=k8s["k8s_memory"] or DEFAULT_K8S_WORKER_MEMORY,
-            namespace=k8s["k8s_namespace"],
-        )
+    kubernetes = kubernetes_of(settings, scheduler)
     with warnings.catch_warnings():
         if quiet:  # distributed's "Port 8787 is already in use" (the dashboard moves)
             warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
