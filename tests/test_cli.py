@@ -201,8 +201,8 @@ def test_errors_and_up_to_date_reruns_start_no_cluster(
     import shutil
 
     images, results = tmp_path / "data.zarr", tmp_path / "psnr.zarr"
-    shutil.copytree(images_store, images)  # copies: a rerun that was not up to date would
-    shutil.copytree(results_store, results)  # write, and the session's stores are shared
+    shutil.copytree(images_store, images)  # a copy: an ingest that was not up to date would
+    shutil.copytree(results_store, results)  # append to it, and the session's store is shared
     (tmp_path / "empty").mkdir()
     cases = {
         "bad size": (["ingest", sample_dir, "-o", tmp_path / "x.zarr", "--size", "7"], 2),
@@ -213,7 +213,9 @@ def test_errors_and_up_to_date_reruns_start_no_cluster(
         "bad scale": (["run", images, "-o", tmp_path / "r.zarr", "--scales", "3"], 2),
         "verify missing": (["verify", tmp_path / "missing.zarr"], 2),
         "ingest up to date": (["ingest", sample_dir, "-o", images, "--chunk-size", "5"], 0),
-        "run up to date": (["run", images, "-o", results], 0),
+        # the session's own pair (a results store records where its images store is); a run
+        # without --overwrite never rewrites complete results
+        "run up to date": (["run", images_store, "-o", results_store], 0),
         "report": (["report", results, "--format", "csv"], 0),
         "kubernetes and scheduler": (
             ["run", images, "-o", results, "--kubernetes", "img", "--scheduler", "tcp://x:1"],

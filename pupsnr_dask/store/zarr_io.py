@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import dask
+import dask.local
 import numpy as np
 import xarray as xr
 
@@ -99,7 +100,8 @@ def _labels_in_memory(ds: xr.Dataset) -> xr.Dataset:
     labels alone (an up-to-date store, a bad selection) never starts a cluster.
     """
     lazy = [n for n, c in ds.coords.items() if c.ndim == 1 and n not in ds.dims and c.chunks]
-    with dask.config.set(scheduler="sync"):
+    # a function, not "sync": dask would import distributed to look for a client
+    with dask.config.set(scheduler=dask.local.get_sync):
         return ds.assign_coords({name: ds[name].load() for name in lazy})
 
 
