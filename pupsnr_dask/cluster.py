@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dask
+import dask.threaded
 
 from pupsnr_dask import kube
 
@@ -366,7 +367,8 @@ def start_local_cluster(
             n_workers=workers,
             threads_per_worker=threads,
             processes=processes,
-            host="127.0.0.1",
+            # in-process: the scheduler listens on inproc://, only the dashboard on a port
+            **({"host": "127.0.0.1"} if processes else {}),
             dashboard_address=dashboard_address,
         )
 
@@ -601,12 +603,15 @@ def _compute(
 
 
 def _compute_local(collections: Sequence[Any], progress: bool) -> tuple[Any, ...]:
+    # Dask's default for arrays and delayed, named by its function: asked for by name (or not
+    # at all), dask imports distributed to look for a client, ~0.5 s that nothing here needs.
+    scheduler = None if dask.config.get("scheduler", None) else dask.threaded.get
     if progress:
         from dask.diagnostics import ProgressBar
 
         with ProgressBar(out=sys.stderr):
-            return dask.compute(*collections)
-    return dask.compute(*collections)
+            return dask.compute(*collections, scheduler=scheduler)
+    return dask.compute(*collections, scheduler=scheduler)
 
 
 def _compute_distributed(
@@ -724,6 +729,8 @@ def _active_client() -> Any:
     lazy = _lazy_connection()
     if lazy is not None:
         return lazy.client  # the first computation of a lazy block starts the cluster
+    if "distributed" not in sys.modules:  # no client can exist: not worth importing it
+        return None
     try:
         from distributed import get_client
 

@@ -31,11 +31,8 @@ def test_the_guard_is_live():
 @pytest.mark.parametrize("method", ["moments", "literal"])
 def test_building_the_psnr_cube_computes_nothing(images_store, results_store, method):
     with dask.config.set(scheduler=refuse_to_compute):
-        images = open_store(str(images_store), "images")  # opening reads no chunk of pixels
-    # The labels of the cube are the store's coordinates: read here, as any label is (the
-    # cube's own code reads them through dask today, which the guard would count).
-    images = images.assign_coords({name: images[name].load() for name in ("source", "split")})
-    with dask.config.set(scheduler=refuse_to_compute):
+        # opening reads the labels itself (synchronously, no Dask scheduler), no pixel
+        images = open_store(str(images_store), "images")
         cube = build_psnr_cube(images, ("true", "gray", "mosaic"), (1, 2, 8), method=method)
         assert isinstance(cube["psnr"].data, dask.array.Array)
         with pytest.raises(AssertionError, match="while only building a graph"):
@@ -63,3 +60,35 @@ def test_building_the_advise_graph_computes_nothing(images_store, results_store,
         with pytest.raises(AssertionError, match="while only building a graph"):
             dask.compute(*tasks)
     assert len(names) == len(sources) and tasks
+
+
+@pytest.mark.parametrize("first", ["compute", "values"])
+def test_a_lazy_connection_starts_its_cluster_at_the_first_computation(
+    images_store, results_store, first
+):
+    from pupsnr_dask.cluster import compute, connect
+
+    before = dask.config.get("scheduler", None)
+    options = {"n_workers": 1, "processes": False, "dashboard_address": ":0", "quiet": True}
+    with connect(lazy=True, **options) as connection:
+        cube = build_psnr_cube(open_store(str(images_store), "images"))
+        assert not connection.started  # opened, built: nothing to compute yet
+        if first == "compute":  # pupsnr's own compute() ...
+            (psnr,) = compute(cube["psnr"], progress=False)
+            psnr = psnr.values
+        else:  # ... or any Dask computation, here xarray's
+            psnr = cube["psnr"].values
+        assert connection.started
+        assert connection.client.scheduler_info()["workers"]  # a real cluster ran it
+        assert dask.config.get("scheduler") == "dask.distributed"
+    assert dask.config.get("scheduler", None) == before
+    stored = xr.open_zarr(results_store)["psnr"].values
+    np.testing.assert_array_equal(psnr, stored)
+
+
+def test_a_lazy_connection_that_computes_nothing_starts_nothing(images_store):
+    from pupsnr_dask.cluster import connect
+
+    with connect(lazy=True, n_workers=1, quiet=True, dashboard_address=":0") as connection:
+        open_store(str(images_store), "images")
+    assert not connection.started
