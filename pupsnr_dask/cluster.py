@@ -1,4 +1,4 @@
-"""Where the work runs: a LocalCluster by default, or an existing Dask scheduler.
+"""Where the work runs: a LocalCluster by default, an existing Dask scheduler, or Kubernetes.
 
 :func:`connect` is a context manager that yields a ``distributed.Client``; while it is open,
 every ``dask.compute`` in the library runs on that cluster. :func:`compute` computes with a
@@ -23,17 +23,23 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError
+from dataclasses import dataclass
 from typing import Any
 
 import dask
+import dask.threaded
+
+from pupsnr_dask import kube
 
 # the connection defaults and environment variables (TLS_ENV: by parameter of :func:`connect`)
 from pupsnr_dask.defaults import (
     DEFAULT_NO_WORKER_TIMEOUT,
+    DEFAULT_PROCESSES,
     DEFAULT_TIMEOUT,
     NO_WORKER_TIMEOUT_ENV,
     SCHEDULER_ENV,
@@ -82,29 +88,124 @@ def default_n_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+@dataclass(frozen=True)
+class Kubernetes:
+    """A Dask cluster created on Kubernetes for the block (:func:`kube.start_cluster`).
+
+    ``image`` is built from ``deploy/Dockerfile``; the other fields are those of
+    :func:`pupsnr_dask.kube.start_cluster`. Needs ``pip install "pupsnr-dask[kubernetes]"``.
+    """
+
+    image: str
+    n_workers: int = 4
+    worker_threads: int = 2
+    worker_memory: str = "6Gi"
+    namespace: str | None = None
+    name: str = "pupsnr"
+    s3_secret: str | None = "pupsnr-s3"
+
+    def arguments(self, quiet: bool = False) -> dict[str, Any]:
+        """What ``KubeCluster`` is given (:func:`kube.cluster_arguments`), built offline.
+
+        Checks every field, and that dask-kubernetes is installed, before anything starts.
+        """
+        return kube.cluster_arguments(self.name, quiet=quiet, **self._fields())
+
+    def start(self, quiet: bool) -> Any:
+        """Create the DaskCluster and wait for it (a ``KubeCluster``, closed with the block)."""
+        return kube.start_cluster(self.name, quiet=quiet, **self._fields())
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "namespace": self.namespace,
+            "n_workers": self.n_workers,
+            "worker_threads": self.worker_threads,
+            "worker_memory": self.worker_memory,
+            "s3_secret": self.s3_secret,
+        }
+
+
+class Connection:
+    """What :func:`connect` yields with ``lazy=True``: the cluster, started when first needed.
+
+    Inside the block, the first Dask computation (through :func:`compute`, xarray or
+    ``dask.compute``) starts the cluster or connects to the scheduler; work that computes
+    nothing -- an argument or store error, an up-to-date store -- never starts one.
+    """
+
+    def __init__(self, opener: Callable[[], contextlib.AbstractContextManager[Any]], local: bool):
+        self._opener = opener
+        self._stack = contextlib.ExitStack()
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self.local = local  # a LocalCluster: its workers see this machine's files
+        self.scheduler_function = self._get  # the dask scheduler of the block, until started
+
+    @property
+    def started(self) -> bool:
+        """Whether the cluster was started (or the scheduler connected to)."""
+        return self._client is not None
+
+    @property
+    def client(self) -> Any:
+        """The ``distributed.Client``, starting the cluster if it is not started yet."""
+        with self._lock:
+            if self._client is None:
+                # Worker processes inherit Dask's configuration: not this block's function.
+                with dask.config.set(scheduler=None):
+                    self._client = self._stack.enter_context(self._opener())
+                dask.config.set(scheduler="dask.distributed")  # until the block ends
+            return self._client
+
+    def _get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        return self.client.get(dsk, keys, **kwargs)
+
+    def _close(self, *exc_info: Any) -> bool:
+        return bool(self._stack.__exit__(*exc_info))
+
+
+_CONNECTIONS: list[Connection] = []
+
+
 @contextlib.contextmanager
 def connect(
     scheduler: str | None = None,
     *,
     n_workers: int | None = None,
+    processes: bool = DEFAULT_PROCESSES,
+    kubernetes: Kubernetes | None = None,
     dashboard_address: str = "127.0.0.1:8787",
     timeout: float = DEFAULT_TIMEOUT,
     no_worker_timeout: float | None = None,
     quiet: bool = False,
+    lazy: bool = False,
     tls_ca_file: str | None = None,
     tls_cert: str | None = None,
     tls_key: str | None = None,
 ) -> Iterator[Any]:
     """Connect to a Dask cluster for the duration of a ``with`` block.
 
+    Work runs in one of three places: a LocalCluster on this machine (the default), an
+    existing scheduler (``scheduler``), or a cluster created on Kubernetes (``kubernetes``).
+
     Parameters
     ----------
     scheduler : str, optional
         Address of an existing scheduler (``tcp://host:8786`` or ``tls://host:8786``). When
-        None, the environment variable ``PUPSNR_SCHEDULER`` is used; when that is unset too, a
-        LocalCluster is started with its scheduler and dashboard bound to 127.0.0.1.
+        None, the environment variable ``PUPSNR_SCHEDULER`` is used; when that is unset too
+        (and ``kubernetes`` is None), a LocalCluster is started with its scheduler and
+        dashboard bound to 127.0.0.1.
     n_workers : int, optional
-        Worker processes of the LocalCluster; default one per CPU core.
+        LocalCluster: worker processes (``processes=True``) or threads of its one in-process
+        worker (``processes=False``); default one per CPU core.
+    processes : bool
+        LocalCluster: single-threaded worker processes (True) or one worker of threads in this
+        process (False; Pillow and NumPy release the GIL). Default :data:`DEFAULT_PROCESSES`,
+        chosen by measurement (benchmarks/RESULTS.md).
+    kubernetes : Kubernetes, optional
+        Create a DaskCluster on Kubernetes for the block and delete it afterwards. Not with
+        ``scheduler`` (nor ``$PUPSNR_SCHEDULER``).
     dashboard_address : str
         Where the LocalCluster's dashboard listens.
     timeout : float
@@ -116,6 +217,10 @@ def connect(
         Default: ``$PUPSNR_NO_WORKER_TIMEOUT``, else :data:`DEFAULT_NO_WORKER_TIMEOUT`.
     quiet : bool
         When False, print the dashboard link to standard error.
+    lazy : bool
+        Start the cluster (or connect) only when the block first computes with Dask, and yield
+        a :class:`Connection`: a command that finds nothing to compute starts nothing. Every
+        argument is checked at once all the same.
     tls_ca_file, tls_cert, tls_key : str, optional
         PEM files for a ``tls://`` scheduler: the certificate authority, this client's
         certificate and its private key (see :func:`make_security`). When None and the address
@@ -125,57 +230,109 @@ def connect(
 
     Yields
     ------
-    distributed.Client
-        The client, set as the default scheduler inside the block.
+    distributed.Client or Connection
+        The client, set as the default scheduler inside the block; with ``lazy``, the
+        :class:`Connection` whose ``client`` it will be.
     """
-    from distributed import Client, LocalCluster
-
+    from_env = not scheduler and bool(os.environ.get(SCHEDULER_ENV))
     scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or None
     if n_workers is not None and n_workers < 1:
         raise ValueError(f"n_workers must be at least 1, got {n_workers!r}")
     if not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if kubernetes is not None:
+        if scheduler:
+            given = f"${SCHEDULER_ENV}={scheduler!r}" if from_env else f"scheduler={scheduler!r}"
+            raise ValueError(f"kubernetes and {given} exclude each other: give one")
+        kubernetes.arguments()  # the extra and every field, before anything starts
     no_worker_timeout = resolve_no_worker_timeout(no_worker_timeout)
-    given = {"tls_ca_file": tls_ca_file, "tls_cert": tls_cert, "tls_key": tls_key}
+    given_tls = {"tls_ca_file": tls_ca_file, "tls_cert": tls_cert, "tls_key": tls_key}
     use_env = bool(scheduler) and str(scheduler).startswith("tls://")  # else they do not apply
     tls = {
         name: value or (os.environ.get(TLS_ENV[name]) if use_env else None) or None
-        for name, value in given.items()
+        for name, value in given_tls.items()
     }
+    security = None
     if scheduler:
         security = make_security(scheduler, **tls)
-        try:
-            client = Client(scheduler, timeout=timeout, security=security)
-        except (OSError, TimeoutError) as err:
-            raise ConnectionError(
-                f"could not reach the Dask scheduler at {scheduler!r} within {timeout:g} s: "
-                + _one_line(err)
-            ) from err
-        _NO_WORKER_TIMEOUTS[client] = no_worker_timeout
-        try:
-            _announce(client, quiet)
-            yield client
-        except BaseException:  # lost, interrupted, failed: distributed would log at length
-            with _logging_disabled():
-                client.close(timeout=timeout)
-            raise
-        finally:
-            client.close()  # does nothing when already closed
-        return
-    if any(tls.values()):
+    elif any(tls.values()):
         raise ValueError(
             "TLS certificates (tls_ca_file, tls_cert, tls_key) need a tls:// scheduler "
             "address; the local cluster does not use them"
         )
-    environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in LOCAL_WORKER_ENV.items()}
-    with dask.config.set(environ), _sigint_blocked():  # inherited by its threads and workers
-        cluster = LocalCluster(
-            n_workers=n_workers or default_n_workers(),
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=dashboard_address,
-        )
+
+    def opener() -> contextlib.AbstractContextManager[Any]:
+        if scheduler:
+            return _existing(scheduler, security, timeout, no_worker_timeout, quiet)
+        if kubernetes is not None:
+            return _on_kubernetes(kubernetes, no_worker_timeout, quiet)
+        return _local(n_workers, processes, dashboard_address, no_worker_timeout, quiet)
+
+    if not lazy:
+        with opener() as client:
+            yield client
+        return
+    connection = Connection(opener, local=not scheduler and kubernetes is None)
+    _CONNECTIONS.append(connection)
+    try:
+        with dask.config.set(scheduler=connection.scheduler_function):
+            try:
+                yield connection
+            except BaseException:
+                if not connection._close(*sys.exc_info()):
+                    raise
+            else:
+                connection._close(None, None, None)
+    finally:
+        _CONNECTIONS.remove(connection)
+
+
+@contextlib.contextmanager
+def _existing(
+    scheduler: str, security: Any, timeout: float, no_worker_timeout: float, quiet: bool
+) -> Iterator[Any]:
+    from distributed import Client
+
+    try:
+        client = Client(scheduler, timeout=timeout, security=security)
+    except (OSError, TimeoutError) as err:
+        raise ConnectionError(
+            f"could not reach the Dask scheduler at {scheduler!r} within {timeout:g} s: "
+            + _one_line(err)
+        ) from err
+    _NO_WORKER_TIMEOUTS[client] = no_worker_timeout
+    try:
+        _announce(client, quiet)
+        yield client
+    except BaseException:  # lost, interrupted, failed: distributed would log at length
+        with _logging_disabled():
+            client.close(timeout=timeout)
+        raise
+    finally:
+        client.close()  # does nothing when already closed
+
+
+@contextlib.contextmanager
+def _on_kubernetes(kubernetes: Kubernetes, no_worker_timeout: float, quiet: bool) -> Iterator[Any]:
+    from distributed import Client
+
+    with kubernetes.start(quiet) as cluster, Client(cluster) as client:
+        _NO_WORKER_TIMEOUTS[client] = no_worker_timeout
+        _announce(client, quiet)
+        yield client
+
+
+@contextlib.contextmanager
+def _local(
+    n_workers: int | None,
+    processes: bool,
+    dashboard_address: str,
+    no_worker_timeout: float,
+    quiet: bool,
+) -> Iterator[Any]:
+    from distributed import Client
+
+    cluster = start_local_cluster(n_workers, processes, dashboard_address)
     try:
         with Client(cluster) as client:
             _NO_WORKER_TIMEOUTS[client] = no_worker_timeout
@@ -188,6 +345,32 @@ def connect(
             cluster.close()
         raise
     cluster.close()
+
+
+def start_local_cluster(
+    n_workers: int | None = None,
+    processes: bool = DEFAULT_PROCESSES,
+    dashboard_address: str = "127.0.0.1:8787",
+) -> Any:
+    """The LocalCluster of :func:`connect`, on 127.0.0.1, its workers deaf to Ctrl-C.
+
+    ``processes``: ``n_workers`` single-threaded worker processes (default one per core);
+    otherwise one worker in this process with ``n_workers`` threads.
+    """
+    from distributed import LocalCluster
+
+    n = n_workers or default_n_workers()
+    workers, threads = (n, 1) if processes else (1, n)
+    environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in LOCAL_WORKER_ENV.items()}
+    with dask.config.set(environ), _sigint_blocked():  # inherited by its threads and workers
+        return LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads,
+            processes=processes,
+            # in-process: the scheduler listens on inproc://, only the dashboard on a port
+            **({"host": "127.0.0.1"} if processes else {}),
+            dashboard_address=dashboard_address,
+        )
 
 
 def _kill_local_workers(cluster: Any) -> None:
@@ -420,12 +603,15 @@ def _compute(
 
 
 def _compute_local(collections: Sequence[Any], progress: bool) -> tuple[Any, ...]:
+    # Dask's default for arrays and delayed, named by its function: asked for by name (or not
+    # at all), dask imports distributed to look for a client, ~0.5 s that nothing here needs.
+    scheduler = None if dask.config.get("scheduler", None) else dask.threaded.get
     if progress:
         from dask.diagnostics import ProgressBar
 
         with ProgressBar(out=sys.stderr):
-            return dask.compute(*collections)
-    return dask.compute(*collections)
+            return dask.compute(*collections, scheduler=scheduler)
+    return dask.compute(*collections, scheduler=scheduler)
 
 
 def _compute_distributed(
@@ -553,6 +739,11 @@ class _ProgressBar:
 
 
 def _active_client() -> Any:
+    lazy = _lazy_connection()
+    if lazy is not None:
+        return lazy.client  # the first computation of a lazy block starts the cluster
+    if "distributed" not in sys.modules:  # no client can exist: not worth importing it
+        return None
     try:
         from distributed import get_client
 
@@ -563,6 +754,16 @@ def _active_client() -> Any:
     if dask.config.get("scheduler", None) not in (None, "dask.distributed", "distributed"):
         return None
     return client
+
+
+def _lazy_connection() -> Connection | None:
+    """The lazy :func:`connect` block whose cluster is to start, if it is the active scheduler."""
+    if not _CONNECTIONS or _CONNECTIONS[-1].started:
+        return None
+    connection = _CONNECTIONS[-1]
+    return (
+        connection if dask.config.get("scheduler", None) == connection.scheduler_function else None
+    )
 
 
 # -- what the workers see --------------------------------------------------------------------
@@ -580,8 +781,11 @@ def check_workers_see(
     FileNotFoundError
         One line naming the first location some worker cannot find.
     """
+    lazy = _lazy_connection()
+    if not locations or (lazy is not None and lazy.local):  # local workers: this machine
+        return
     client = _active_client()
-    if client is None or not locations:
+    if client is None:
         return
     options = dict(storage_options) if storage_options is not None else None
     if options is not None:

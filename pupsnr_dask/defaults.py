@@ -61,3 +61,9 @@ TLS_ENV = {
     "tls_key": "PUPSNR_TLS_KEY",
 }
 STORAGE_OPTIONS_ENV = "PUPSNR_STORAGE_OPTIONS"
+#: The local cluster: worker processes (True) or threads in one process (False).
+DEFAULT_PROCESSES = True
+#: ``--kubernetes``: workers, threads and memory of each (deploy/kubernetes/daskcluster.yaml).
+DEFAULT_K8S_WORKERS = 4
+DEFAULT_K8S_WORKER_THREADS = 2
+DEFAULT_K8S_WORKER_MEMORY = "6Gi"

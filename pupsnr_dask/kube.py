@@ -25,6 +25,7 @@ S3_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"
 _REMOVED_EXECUTABLES = {"dask-scheduler": SCHEDULER_COMMAND, "dask-worker": WORKER_COMMAND}
 # A DNS-1123 label short enough for the operator's "<name>-scheduler" Service name.
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _MEMORY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)$")
 _CPU = re.compile(r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$")
 
@@ -170,14 +171,52 @@ def start_cluster(
         When dask-kubernetes is not installed.
     """
     operator = _import_operator()
+    return operator.KubeCluster(
+        **cluster_arguments(
+            name, image=image, namespace=namespace, n_workers=n_workers,
+            worker_threads=worker_threads, worker_memory=worker_memory, s3_secret=s3_secret,
+            idle_timeout_s=idle_timeout_s, resource_timeout_s=resource_timeout_s, quiet=quiet,
+        )
+    )  # fmt: skip
+
+
+def cluster_arguments(
+    name: str = "pupsnr",
+    *,
+    image: str,
+    namespace: str | None = None,
+    n_workers: int = 4,
+    worker_threads: int = 2,
+    worker_memory: str = "6Gi",
+    s3_secret: str | None = "pupsnr-s3",
+    idle_timeout_s: int = 3600,
+    resource_timeout_s: int = 300,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """The arguments :func:`start_cluster` gives ``KubeCluster``, built offline.
+
+    Parameters are those of :func:`start_cluster`.
+
+    Raises
+    ------
+    ImportError
+        When dask-kubernetes is not installed.
+    ValueError
+        For a bad name, count, quantity or namespace.
+    """
+    if namespace is not None:
+        _check_name(namespace, "namespace")
+    _check_counts(resource_timeout_s=resource_timeout_s)
     spec = make_cluster_spec(
         name, image=image, n_workers=n_workers, worker_threads=worker_threads,
         worker_memory=worker_memory, s3_secret=s3_secret, idle_timeout_s=idle_timeout_s,
     )  # fmt: skip
-    return operator.KubeCluster(
-        custom_cluster_spec=spec, namespace=namespace, resource_timeout=resource_timeout_s,
-        quiet=quiet,
-    )  # fmt: skip
+    return {
+        "custom_cluster_spec": spec,
+        "namespace": namespace,
+        "resource_timeout": resource_timeout_s,
+        "quiet": quiet,
+    }
 
 
 def _import_operator() -> Any:
@@ -190,10 +229,11 @@ def _import_operator() -> Any:
     return operator
 
 
-def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
+def _check_name(name: str, label: str = "name") -> None:
+    pattern, most = (_NAMESPACE, 63) if label == "namespace" else (_NAME, 53)
+    if not isinstance(name, str) or not pattern.match(name):
         raise ValueError(
-            f"name must be a lowercase DNS label of at most 53 characters, got {name!r}"
+            f"{label} must be a lowercase DNS label of at most {most} characters, got {name!r}"
         )
 
 

@@ -192,3 +192,108 @@ def test_help_and_argument_errors_import_no_heavy_library():
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_errors_and_up_to_date_reruns_start_no_cluster(
+    sample_dir, images_store, results_store, tmp_path
+):
+    """No cluster for work that needs none: distributed is not even imported (issue 12)."""
+    import shutil
+
+    images, results = tmp_path / "data.zarr", tmp_path / "psnr.zarr"
+    shutil.copytree(images_store, images)  # a copy: an ingest that was not up to date would
+    shutil.copytree(results_store, results)  # append to it, and the session's store is shared
+    (tmp_path / "empty").mkdir()
+    cases = {
+        "bad size": (["ingest", sample_dir, "-o", tmp_path / "x.zarr", "--size", "7"], 2),
+        "missing SRC": (["ingest", tmp_path / "missing", "-o", tmp_path / "x.zarr"], 2),
+        "missing store": (["run", tmp_path / "missing.zarr", "-o", tmp_path / "r.zarr"], 2),
+        "not a store": (["run", tmp_path / "empty", "-o", tmp_path / "r.zarr"], 2),
+        "results as images": (["run", results, "-o", tmp_path / "r.zarr"], 2),
+        "bad scale": (["run", images, "-o", tmp_path / "r.zarr", "--scales", "3"], 2),
+        "verify missing": (["verify", tmp_path / "missing.zarr"], 2),
+        "ingest up to date": (["ingest", sample_dir, "-o", images, "--chunk-size", "5"], 0),
+        # the session's own pair (a results store records where its images store is); a run
+        # without --overwrite never rewrites complete results
+        "run up to date": (["run", images_store, "-o", results_store], 0),
+        "kubernetes and scheduler": (
+            ["run", images, "-o", results, "--kubernetes", "img", "--scheduler", "tcp://x:1"],
+            2,
+        ),
+    }
+    probe = (
+        "import json, sys\n"
+        "from pupsnr_dask.cli import main\n"
+        "argv = json.loads(sys.argv[1])\n"
+        "code = main(argv)\n"
+        "print('EXIT', code, 'DISTRIBUTED', 'distributed' in sys.modules)\n"
+    )
+    for name, (argv, expected) in cases.items():
+        args = json.dumps([str(a) for a in [*argv, "-q"]])
+        proc = subprocess.run(
+            [sys.executable, "-c", probe, args], capture_output=True, text=True, cwd=tmp_path
+        )
+        assert f"EXIT {expected} DISTRIBUTED False" in proc.stdout, (name, proc.stdout, proc.stderr)
+        if expected == 2:
+            assert len(proc.stderr.strip().splitlines()) == 1, (name, proc.stderr)
+        if name == "ingest up to date":
+            assert "up to date" in proc.stdout, proc.stdout
+
+
+def test_a_type_error_of_ours_is_an_internal_error_with_its_traceback(
+    results_store, monkeypatch, capsys
+):
+    from pupsnr_dask import query
+    from pupsnr_dask.store.fs import parse_storage_options
+
+    # a bug: our code handed a value of the wrong kind to our own function
+    monkeypatch.setattr(query, "summarize", lambda *a, **k: parse_storage_options(42))
+    assert main(["report", str(results_store)]) == 70
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "TypeError" in err
+    assert err.strip().splitlines()[-1].startswith("pupsnr: internal error: TypeError")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="experiment.run_experiment (lines 272-273, helper 'tasks') turns any failure of the "
+    "compute into a StoreError 'a damaged chunk?'; remove this mark when it re-raises what is "
+    "not damage",
+)
+def test_our_value_error_inside_a_compute_is_an_internal_error(
+    images_store, tmp_path, monkeypatch, capsys
+):
+    from pupsnr_dask import experiment
+
+    def kernel(*args, **kwargs):  # our own check, failing inside a task: a bug, not the input
+        experiment.check_selection(["sepia"], [1], 256)
+
+    monkeypatch.setattr(experiment, "cube_kernel", kernel)
+    argv = ["run", str(images_store), "-o", str(tmp_path / "r.zarr"), "-q", "--threads"]
+    assert main([*argv, "--n-workers", "1"]) == 70
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "variant must be one of" in err
+    assert err.strip().splitlines()[-1].startswith("pupsnr: internal error: ValueError")
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_a_value_error_of_ours_raised_inside_a_task_is_a_bug(scheduler):
+    import dask
+
+    from pupsnr_dask.cli import user_error_message
+    from pupsnr_dask.experiment import check_selection
+
+    def raised(call):
+        try:
+            call()
+        except Exception as err:
+            return err
+        raise AssertionError("nothing raised")
+
+    outside = raised(lambda: check_selection(["sepia"], [1], 256))
+    assert user_error_message(outside) == (
+        "variant must be one of ('true', 'gray', 'mosaic'), got 'sepia'"
+    )  # the input, checked before anything computes: the user's
+    task = dask.delayed(check_selection)(["sepia"], [1], 256)
+    inside = raised(lambda: task.compute(scheduler=scheduler))
+    assert type(inside) is ValueError and user_error_message(inside) is None

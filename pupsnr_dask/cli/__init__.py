@@ -9,6 +9,7 @@ for a bug, with its traceback and a line saying so.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import re
 import sys
@@ -48,6 +49,8 @@ VALUE_ERRORS = (ValueError,)
 EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE
 INTERRUPTED = "pupsnr: interrupted; rerun the same command to resume"
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The packages whose frames mark a Dask computation: dask's schedulers, distributed's workers.
+_COMPUTE_PACKAGES = ("dask", "distributed")
 
 
 class _Interrupted(Exception):
@@ -136,7 +139,8 @@ def user_error_message(err: BaseException) -> str | None:
 
     Environment errors (:data:`ENVIRONMENT_ERRORS`, object storage that cannot be reached or
     used) are the user's whatever raised them; a :data:`VALUE_ERRORS` error only when pupsnr
-    raised it. Everything else -- a TypeError, an error raised inside a library -- is a bug.
+    raised it outside a Dask computation (pupsnr checks its input before it computes). Everything
+    else -- a TypeError, an error raised inside a library or inside a task -- is a bug.
     """
     storage = _storage_error(err)
     if storage is not None:
@@ -145,7 +149,7 @@ def user_error_message(err: BaseException) -> str | None:
         return None
     if isinstance(err, ENVIRONMENT_ERRORS) or _worker_died(err):
         return _redact(str(err)) or type(err).__name__
-    if isinstance(err, VALUE_ERRORS) and _raised_by_pupsnr(err):
+    if isinstance(err, VALUE_ERRORS) and _raised_by_pupsnr(err) and not _inside_compute(err):
         return str(err)
     return None
 
@@ -158,6 +162,18 @@ def _worker_died(err: BaseException) -> bool:
 def _raised_by_pupsnr(err: BaseException) -> bool:
     frames = traceback.extract_tb(err.__traceback__)
     return bool(frames) and os.path.abspath(frames[-1].filename).startswith(_PACKAGE_DIR)
+
+
+def _inside_compute(err: BaseException) -> bool:
+    """Whether ``err`` was raised inside a Dask task: pupsnr checks its input before computing."""
+    dirs = []
+    for name in _COMPUTE_PACKAGES:  # located, not imported
+        spec = importlib.util.find_spec(name)
+        dirs += [
+            os.path.abspath(d) + os.sep for d in (spec and spec.submodule_search_locations) or ()
+        ]
+    frames = traceback.extract_tb(err.__traceback__)
+    return any(os.path.abspath(f.filename).startswith(tuple(dirs)) for f in frames)
 
 
 def _storage_error(err: BaseException) -> str | None:

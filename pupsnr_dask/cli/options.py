@@ -11,12 +11,16 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pupsnr_dask.defaults import (
+    DEFAULT_K8S_WORKER_MEMORY,
+    DEFAULT_K8S_WORKER_THREADS,
+    DEFAULT_K8S_WORKERS,
     DEFAULT_NO_WORKER_TIMEOUT,
+    DEFAULT_PROCESSES,
     DEFAULT_TIMEOUT,
     NO_WORKER_TIMEOUT_ENV,
     SCHEDULER_ENV,
@@ -24,7 +28,12 @@ from pupsnr_dask.defaults import (
     TLS_ENV,
 )
 
+if TYPE_CHECKING:
+    from pupsnr_dask.cluster import Kubernetes
+
 _CONNECT_META = "pupsnr.connect"
+#: The options of --kubernetes other than the image (fields of cluster.Kubernetes).
+K8S_OPTIONS = ("k8s_workers", "k8s_threads", "k8s_memory", "k8s_namespace")
 
 
 def csv_list(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, str], tuple]:
@@ -121,7 +130,45 @@ def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
         "--n-workers",
         type=click.IntRange(min=1),
         default=None,
-        help="Worker processes of the local cluster [default: one per CPU core].",
+        help="Worker processes (with --threads: threads) of the local cluster [default: one per "
+        "CPU core].",
+    )(f)
+    f = click.option(
+        "--processes/--threads",
+        default=DEFAULT_PROCESSES,
+        show_default=True,
+        expose_value=False,
+        callback=_connect_option,
+        help="Local cluster: one single-threaded worker process per core, or one worker of "
+        "threads inside this process (Pillow and NumPy release the GIL).",
+    )(f)
+    for name, kind, default, help_ in (
+        ("k8s_namespace", str, None, "Namespace of --kubernetes [default: the kubeconfig's]."),
+        ("k8s_memory", str, DEFAULT_K8S_WORKER_MEMORY, "Memory of each --kubernetes worker."),
+        ("k8s_threads", click.IntRange(min=1), DEFAULT_K8S_WORKER_THREADS,
+         "Threads (and CPUs) of each --kubernetes worker."),
+        ("k8s_workers", click.IntRange(min=1), DEFAULT_K8S_WORKERS, "Workers of --kubernetes."),
+    ):  # fmt: skip
+        f = click.option(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=default,
+            show_default=default is not None,
+            metavar="QUANTITY" if name == "k8s_memory" else None,
+            expose_value=False,
+            callback=_connect_option,
+            help=help_,
+        )(f)
+    f = click.option(
+        "--kubernetes",
+        default=None,
+        metavar="IMAGE",
+        expose_value=False,
+        callback=_connect_option,
+        help="Create a Dask cluster on Kubernetes for this command (and delete it after), its "
+        "scheduler and workers running IMAGE, built from deploy/Dockerfile. Needs a kubeconfig, "
+        "the dask-kubernetes operator and the kubernetes extra of pupsnr (see deploy/README.md). "
+        "Not with --scheduler.",
     )(f)
     f = click.option(
         "--scheduler",
@@ -134,14 +181,47 @@ def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def kubernetes_of(settings: dict[str, Any], scheduler: str | None) -> Kubernetes | None:
+    """The :class:`~pupsnr_dask.cluster.Kubernetes` that ``--kubernetes`` and ``--k8s-*`` ask for.
+
+    Takes those options out of ``settings`` (what :func:`cluster_context` gives ``connect``).
+    """
+    from pupsnr_dask.cluster import Kubernetes
+
+    image = settings.pop("kubernetes", None)
+    k8s = {name: settings.pop(name, None) for name in K8S_OPTIONS}
+    if image is None:
+        return None
+    if scheduler:
+        raise ValueError(  # one line, exit 2 (see main)
+            f"--kubernetes and --scheduler (or ${SCHEDULER_ENV}) exclude each other: "
+            f"give one, got --scheduler {scheduler!r}"
+        )
+    return Kubernetes(
+        image,
+        n_workers=k8s["k8s_workers"] or DEFAULT_K8S_WORKERS,
+        worker_threads=k8s["k8s_threads"] or DEFAULT_K8S_WORKER_THREADS,
+        worker_memory=k8s["k8s_memory"] or DEFAULT_K8S_WORKER_MEMORY,
+        namespace=k8s["k8s_namespace"],
+    )
+
+
 @contextlib.contextmanager
 def cluster_context(scheduler: str | None, n_workers: int | None, quiet: bool) -> Iterator[None]:
-    """Connect to the cluster the options name (:func:`pupsnr_dask.cluster.connect`)."""
+    """Connect to the cluster the options name (:func:`pupsnr_dask.cluster.connect`), lazily.
+
+    Nothing starts until the command first computes with Dask: an argument or store error, or
+    a store already up to date, is answered without a cluster.
+    """
     from pupsnr_dask.cluster import connect
 
-    settings = click.get_current_context().meta.get(_CONNECT_META, {})
+    settings = dict(click.get_current_context().meta.get(_CONNECT_META, {}))
+    kubernetes = kubernetes_of(settings, scheduler)
     with warnings.catch_warnings():
         if quiet:  # distributed's "Port 8787 is already in use" (the dashboard moves)
             warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
-        with connect(scheduler, n_workers=n_workers, quiet=quiet, **settings):
+        with connect(
+            scheduler, n_workers=n_workers, quiet=quiet, kubernetes=kubernetes, lazy=True,
+            **settings,
+        ):  # fmt: skip
             yield

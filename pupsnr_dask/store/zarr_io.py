@@ -13,6 +13,8 @@ import posixpath
 from collections.abc import Mapping
 from typing import Any
 
+import dask
+import dask.local
 import numpy as np
 import xarray as xr
 
@@ -95,7 +97,19 @@ def open_store(
     bad = unreadable_chunks(store, storage_options, skip=(IMAGES,))
     if bad:
         raise StoreError(f"{store!r}: {bad[0]}: `pupsnr verify` lists every defect")
-    return ds
+    return _labels_in_memory(ds)
+
+
+def _labels_in_memory(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with its 1-D labels (source, split, ...) read in this process, data still lazy.
+
+    Read synchronously whatever the active scheduler: opening a store and answering from its
+    labels alone (an up-to-date store, a bad selection) never starts a cluster.
+    """
+    lazy = [n for n, c in ds.coords.items() if c.ndim == 1 and n not in ds.dims and c.chunks]
+    # a function, not "sync": dask would import distributed to look for a client
+    with dask.config.set(scheduler=dask.local.get_sync):
+        return ds.assign_coords({name: ds[name].load() for name in lazy})
 
 
 def create_store(
