@@ -482,20 +482,12 @@ def run_experiment(
         except (ConnectionError, StoreLockedError, VariantPluginError):
             raise
         except Exception as err:  # a damaged chunk fails deep inside zarr's codecs
-            raise schema.StoreError(_failure_message(store, storage_options, err)) from err
+            found = damage_message([store], storage_options)
+            if not found:
+                raise  # not the input's fault: a bug, shown as one (cli.main)
+            raise schema.StoreError(f"computing the PSNR failed: {found}") from err
         forget(results, storage_options, kind="psnr")
     return open_store(results, "psnr", storage_options=storage_options)
-
-
-def _failure_message(store: str, so: dict[str, Any] | None, err: Exception) -> str:
-    """One line for a failed computation: the damaged chunk of ``store`` when one is found."""
-    found = damage_message([store], so)
-    if found:
-        return f"computing the PSNR failed: {found}"
-    return (
-        f"computing the PSNR of {store!r} failed ({type(err).__name__}: {err}); a damaged "
-        f"chunk? `pupsnr verify {store}` checks every one. Rerunning resumes the run."
-    )
 
 
 @dataclasses.dataclass(frozen=True)

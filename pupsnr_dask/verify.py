@@ -368,6 +368,7 @@ def _recomputed_defects(
     variants = [str(v) for v in ds[schema.VARIANT].values]
     scales = [int(s) for s in ds[schema.SCALE].values]
     method = ds.attrs.get("method", "moments")
+    sources = [str(s) for s in ds[schema.SOURCE].values]  # the keys of noise<sigma> inputs
     tasks = [
         dask.delayed(_recompute_chunk, pure=True)(
             images,
@@ -377,6 +378,7 @@ def _recomputed_defects(
             scales,
             method,
             storage_options,
+            sources[a : a + step],
         )
         for a in chosen
     ]
@@ -393,8 +395,12 @@ def _recompute_chunk(
     scales: list[int],
     method: str,
     storage_options: dict[str, Any] | None,
+    keys: list[str],
 ) -> list[str]:
-    """Worker task: the MSE of images ``start ..`` recomputed, compared with ``stored``."""
+    """Worker task: the MSE of images ``start ..`` recomputed, compared with ``stored``.
+
+    ``keys``: the images' ``source`` labels, which seed the ``noise<sigma>`` inputs.
+    """
     import zarr
 
     url = f"{images.rstrip('/')}/{schema.IMAGES}"
@@ -408,6 +414,6 @@ def _recompute_chunk(
             f"images {start} .. {rows[1] - 1} cannot be recomputed: images store {images!r}: "
             f"{found}"
         ]
-    fresh = cube_kernel(block, variants, scales, method)  # type: ignore[arg-type]
+    fresh = cube_kernel(block, variants, scales, method, keys=keys)  # type: ignore[arg-type]
     differ = np.flatnonzero((fresh != stored).reshape(len(stored), -1).any(axis=1))
     return [f"image {start + int(i)}: stored MSE differs from the recomputed one" for i in differ]

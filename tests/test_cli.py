@@ -254,12 +254,6 @@ def test_a_type_error_of_ours_is_an_internal_error_with_its_traceback(
     assert err.strip().splitlines()[-1].startswith("pupsnr: internal error: TypeError")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="experiment.run_experiment (lines 272-273, helper 'tasks') turns any failure of the "
-    "compute into a StoreError 'a damaged chunk?'; remove this mark when it re-raises what is "
-    "not damage",
-)
 def test_our_value_error_inside_a_compute_is_an_internal_error(
     images_store, tmp_path, monkeypatch, capsys
 ):
@@ -268,7 +262,7 @@ def test_our_value_error_inside_a_compute_is_an_internal_error(
     def kernel(*args, **kwargs):  # our own check, failing inside a task: a bug, not the input
         experiment.check_selection(["sepia"], [1], 256)
 
-    monkeypatch.setattr(experiment, "cube_kernel", kernel)
+    monkeypatch.setattr(experiment, "quality_cube_kernel", kernel)
     argv = ["run", str(images_store), "-o", str(tmp_path / "r.zarr"), "-q", "--threads"]
     assert main([*argv, "--n-workers", "1"]) == 70
     err = capsys.readouterr().err

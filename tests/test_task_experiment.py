@@ -384,3 +384,11 @@ def test_extremes_of_any_metric_are_its_sorted_ends(task_results):
     assert best.values.tolist() == sorted(values)[::-1][:2]
     with pytest.raises(ValueError, match="metric must be one of"):
         query.extremes(open_results(str(task_results)), "true", 1, metric="lpips")
+
+
+def test_verify_recomputes_a_task_run_noise_included(task_results, capsys):
+    """verify recomputes every chunk exactly: noise25 is seeded from each image's source."""
+    assert main(["verify", str(task_results), "--recompute", "all", "-q", "--threads"]) == 0
+    out = capsys.readouterr().out
+    assert "noise25" in [str(v) for v in xr.open_zarr(task_results)["variant"].values]
+    assert out.startswith("OK: ") and "3 images recomputed" in out, out
