@@ -216,6 +216,7 @@ def test_errors_and_up_to_date_reruns_start_no_cluster(
         # the session's own pair (a results store records where its images store is); a run
         # without --overwrite never rewrites complete results
         "run up to date": (["run", images_store, "-o", results_store], 0),
+        "report": (["report", results], 0),
         "kubernetes and scheduler": (
             ["run", images, "-o", results, "--kubernetes", "img", "--scheduler", "tcp://x:1"],
             2,

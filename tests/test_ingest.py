@@ -254,3 +254,21 @@ def test_an_archive_is_ingested_in_place_like_its_folder(tmp_path, sample_dir, i
         k: v for k, v in want.attrs.items() if k != "src"
     }
     assert summary.n_files == len(members) and again.n_files == 0
+
+
+def test_pupsnr_ingest_takes_a_zip_archive_as_src(tmp_path, sample_dir, images_store, monkeypatch):
+    """The command line passes an archive through: `pupsnr ingest photos.zip -o data.zarr`."""
+    import zipfile
+
+    from pupsnr_dask.cli import main
+
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in sorted(p for p in sample_dir.rglob("*") if p.is_file()):
+            zf.write(p, p.relative_to(sample_dir).as_posix())
+    monkeypatch.chdir(tmp_path)  # a relative SRC and STORE, as a user types them
+    argv = ["ingest", "photos.zip", "-o", "data.zarr", "--chunk-size", "5", "-q", "--threads"]
+    assert main([*argv, "--n-workers", "2"]) == 0
+    got, want = xr.open_zarr(tmp_path / "data.zarr").load(), xr.open_zarr(images_store).load()
+    xr.testing.assert_identical(got.drop_attrs(), want.drop_attrs())
+    assert got.attrs["src"] == str(archive)

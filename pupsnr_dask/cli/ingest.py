@@ -69,7 +69,12 @@ def ingest_cmd(
     n_workers: int | None,
     quiet: bool,
 ) -> None:
-    """Keep the colour images below SRC, resized, in one Zarr store."""
+    """Keep the colour images below SRC, resized, in one Zarr store.
+
+    SRC is a folder, an fsspec URL of one (s3://bucket/photos), or an archive read in place
+    without unpacking: .zip, .tar, .tar.gz, .tgz, .tar.bz2, .tar.xz (each image's source is
+    then its path inside the archive).
+    """
     from pupsnr_dask.ingest import ingest_folder
 
     src, store = absolute(src), absolute(store)

@@ -82,7 +82,6 @@ def report_cmd(
     The definitions and the source's published table: docs/definitions.md.
     """
     from pupsnr_dask import query
-    from pupsnr_dask.report import html, plots
     from pupsnr_dask.report.summary import format_summary
     from pupsnr_dask.store.integrity import damage_named
     from pupsnr_dask.store.zarr_io import open_store
@@ -97,10 +96,14 @@ def report_cmd(
     click.echo(format_summary(query.summarize(ds, split, metric), fmt))
     progress = False if quiet else None
     if plot_file is not None:
+        from pupsnr_dask.report import plots  # matplotlib, only for a plot
+
         figure = plots.plot_psnr(ds, split, progress=progress, metric=metric)
         written = plots.save_figure(figure, plot_file)
         click.echo(f"pupsnr: plot written to {written}", err=True)
     if html_file is not None:
+        from pupsnr_dask.report import html  # the PU grids need the experiment's kernels
+
         with damage_named(images, results, storage_options=storage_options):
             _, note = html.write_html(
                 results,
