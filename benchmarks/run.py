@@ -612,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
             users = workdir / "user-runs"
             users.mkdir(exist_ok=True)
             cache = args.corpus_cache or users / "corpus"
-            fig = user_runs.measure(n_files, cache, users, args.workers, say)
+            fig = user_runs.measure(n_files, cache, users, args.workers, say, args.quick)
             print("\n" + user_runs.render(fig, args.quick))
     return 0
 

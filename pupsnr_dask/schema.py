@@ -115,6 +115,7 @@ JSON_ATTRS = (
     "variant_parameters",
     "metrics",
     "metric_definitions",
+    "model_outputs",
 )
 
 

@@ -25,6 +25,7 @@ from test_task_variants import ref_blur, ref_jpeg, ref_noise, ref_sr
 from pupsnr_dask import build_psnr_cube, open_images, open_results
 from pupsnr_dask.cli import main
 from pupsnr_dask.experiment import ExperimentPlan, run_experiment
+from pupsnr_dask.schema import json_attr
 
 TESTS = Path(__file__).parent
 TASK_VARIANTS = ["true", "gray", "mosaic", "sr4", "jpeg20", "noise25", "blur2"]
@@ -101,7 +102,7 @@ def few_photos(images_store, tmp_path_factory) -> Path:
 def task_results(few_photos, tmp_path_factory) -> Path:
     """`pupsnr run` with every built-in input, a plug-in and every metric, on real photos."""
     results = tmp_path_factory.mktemp("task") / "task.zarr"
-    argv = ["run", str(few_photos), "-o", str(results), "-q"]
+    argv = ["run", str(few_photos), "-o", str(results), "-q", "--threads"]
     argv += ["--variants", ",".join(TASK_VARIANTS), "--metrics", ",".join(METRICS)]
     argv += ["--variant-plugin", PLUGIN]
     with dask.config.set(scheduler="threads"):
@@ -140,14 +141,14 @@ def test_every_input_and_metric_via_the_cli_equals_a_per_image_reference(task_re
 
 def test_results_record_every_definition_as_flat_strings(task_results):
     ds = open_results(str(task_results))  # validates: task variants are known labels
-    assert ds.attrs["metrics"] == METRICS
-    params = [json.loads(p) for p in ds.attrs["variant_parameters"]]
+    assert json_attr(ds.attrs, "metrics") == METRICS  # JSON text in the store (netCDF-safe)
+    params = [json.loads(p) for p in json_attr(ds.attrs, "variant_parameters")]
     assert params[3] == {"family": "sr", "factor": 4}
     assert params[5] == {"family": "noise", "sigma": 25.0}
     assert params[-1] == {"family": "plugin", "function": PLUGIN}
-    defs = ds.attrs["variant_definitions"]
+    defs = json_attr(ds.attrs, "variant_definitions")
     assert len(defs) == ds.sizes["variant"] and "JPEG" in defs[4] and "negative" in defs[-1]
-    assert "BT.601" in ds.attrs["metric_definitions"][1]
+    assert "BT.601" in json_attr(ds.attrs, "metric_definitions")[1]
     assert ds["ssim"].attrs["units"] == "1" and ds["psnr_y"].attrs["units"] == "dB"
     for key in ("variant_definitions", "variant_parameters", "metrics", "metric_definitions"):
         assert all(isinstance(v, str) for v in ds.attrs[key])
@@ -265,7 +266,7 @@ def test_other_metrics_than_the_complete_results_are_refused(task_results, few_p
         same = run_experiment(
             str(few_photos), str(task_results), variants=variants, metrics=METRICS
         )
-    assert same.attrs["metrics"] == METRICS
+    assert json_attr(same.attrs, "metrics") == METRICS
 
 
 def test_plans_record_metrics_and_read_old_plans_as_psnr_only():

@@ -59,6 +59,7 @@ from pupsnr_dask.advise.inference import (
     ModelRun,
     OutputsJob,
     check_outputs_location,
+    fused_tasks,
     outputs_plan,
     score_model,
 )
@@ -345,8 +346,6 @@ def build_advice_graph(
     Nothing is computed: :func:`run_advice` computes the tasks. With a model, these are the
     fused tasks without ``save_outputs`` (the writer prepares its store before building them).
     """
-    from pupsnr_dask.advise.inference import fused_tasks
-
     img_true, names = _matched_img_true(plan)
     metric = metric_kernel(plan.metric)
     if plan.model is not None:

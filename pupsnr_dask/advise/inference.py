@@ -271,9 +271,8 @@ def _store_ready(job: OutputsJob) -> bool:
         schema.validate(ds, "images", name=job.store)
     except Exception:  # missing, half-created or foreign: create it again
         return False
-    return ds.attrs.get(OUTPUTS_ATTR) == job.plan.to_json() and ds.sizes[schema.IMAGE] == (
-        job.plan.n_images
-    )
+    recorded = schema.json_attr(ds.attrs, OUTPUTS_ATTR)
+    return recorded == job.plan.to_json() and ds.sizes[schema.IMAGE] == job.plan.n_images
 
 
 def prepare_outputs(job: OutputsJob, say: Callable[[str], None]) -> bool:
@@ -320,7 +319,7 @@ def _check_complete(job: OutputsJob) -> None:
             f"--save-outputs {job.store!r} exists and is not a store of model outputs ({err}); "
             "choose another location"
         ) from err
-    old = OutputsPlan.from_json(done.attrs.get(OUTPUTS_ATTR))
+    old = OutputsPlan.from_json(schema.json_attr(done.attrs, OUTPUTS_ATTR))
     if old is None:
         raise FileExistsError(
             f"--save-outputs {job.store!r} is an images store, not a model's outputs: "
