@@ -512,7 +512,10 @@ def _announce(client: Any, quiet: bool) -> None:
 
 
 def compute(
-    *collections: Any, progress: bool | None = None, no_worker_timeout: float | None = None
+    *collections: Any,
+    progress: bool | None = None,
+    no_worker_timeout: float | None = None,
+    label: str | None = None,
 ) -> tuple[Any, ...]:
     """Compute dask collections on the active scheduler, with a progress bar on stderr.
 
@@ -526,6 +529,8 @@ def compute(
         On a distributed cluster: seconds to wait while it has no worker at all before raising
         :class:`NoWorkerError`. Default: the value given to :func:`connect`, else
         ``$PUPSNR_NO_WORKER_TIMEOUT``, else :data:`DEFAULT_NO_WORKER_TIMEOUT`.
+    label : str, optional
+        What the progress bar measures, printed on the line above it (``pupsnr: LABEL``).
 
     Returns
     -------
@@ -542,12 +547,15 @@ def compute(
         When a task killed its workers as often as ``distributed.scheduler.allowed-failures``
         allows (see :func:`compute_each` to go on without it).
     """
-    outcomes = _compute(collections, progress, no_worker_timeout, tolerate_deaths=False)
+    outcomes = _compute(collections, progress, no_worker_timeout, False, label)
     return tuple(outcomes)
 
 
 def compute_each(
-    tasks: Sequence[Any], progress: bool | None = None, no_worker_timeout: float | None = None
+    tasks: Sequence[Any],
+    progress: bool | None = None,
+    no_worker_timeout: float | None = None,
+    label: str | None = None,
 ) -> list[Any]:
     """Like :func:`compute`, but a task whose workers die gives :data:`WORKER_DIED`, not an error.
 
@@ -566,7 +574,7 @@ def compute_each(
     list
         The result of each task, in order, or :data:`WORKER_DIED`.
     """
-    return _compute(tasks, progress, no_worker_timeout, tolerate_deaths=True)
+    return _compute(tasks, progress, no_worker_timeout, True, label)
 
 
 def _compute(
@@ -574,9 +582,12 @@ def _compute(
     progress: bool | None,
     no_worker_timeout: float | None,
     tolerate_deaths: bool,
+    label: str | None = None,
 ) -> list[Any]:
     if progress is None:
         progress = sys.stderr.isatty()
+    if progress and label:
+        print(f"pupsnr: {label}", file=sys.stderr, flush=True)
     client = _active_client()
     if client is not None:
         timeout = (

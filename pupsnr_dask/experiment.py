@@ -633,7 +633,7 @@ def _write_cube(
         for k, (a, b) in enumerate(bounds)
         if k not in done
     ]
-    compute(*tasks, progress=progress)
+    compute(*tasks, progress=progress, label=f"computing and writing {len(tasks)} result chunks")
 
 
 def _stored_variables(cube: xr.Dataset) -> tuple[str, ...]:

@@ -272,3 +272,19 @@ def test_pupsnr_ingest_takes_a_zip_archive_as_src(tmp_path, sample_dir, images_s
     got, want = xr.open_zarr(tmp_path / "data.zarr").load(), xr.open_zarr(images_store).load()
     xr.testing.assert_identical(got.drop_attrs(), want.drop_attrs())
     assert got.attrs["src"] == str(archive)
+
+
+def test_the_progress_bar_says_what_it_measures(tmp_path, sample_dir, capsys):
+    """Ingest's bar (and run's) has a label line above it; with progress off, nothing."""
+    from pupsnr_dask import run_experiment
+
+    with dask.config.set(scheduler="sync"):
+        ingest(str(sample_dir), str(tmp_path / "d.zarr"), chunk_size=8, progress=True)
+        run_experiment(str(tmp_path / "d.zarr"), str(tmp_path / "r.zarr"), progress=True)
+    err = capsys.readouterr().err
+    n = sum(1 for p in sample_dir.rglob("*") if p.is_file())
+    assert f"pupsnr: decoding, colour-testing and resizing {n} files (" in err
+    assert "pupsnr: computing and writing " in err and " result chunks" in err
+    with dask.config.set(scheduler="sync"):
+        ingest(str(sample_dir), str(tmp_path / "e.zarr"), chunk_size=8, progress=False)
+    assert "pupsnr:" not in capsys.readouterr().err

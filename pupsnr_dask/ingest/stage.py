@@ -247,7 +247,9 @@ def stage(job: Job, plan: IngestPlan, pending: list[int]) -> dict[int, tuple[Rec
         task(job.src, plan_batches[b], b, job, dask_key_name=f"pupsnr-ingest-{token}-{b:08d}")
         for b in pending
     ]
-    outcomes = dict(zip(pending, compute_each(tasks, progress=job.progress), strict=True))
+    n_files = sum(len(plan_batches[b]) for b in pending)
+    label = f"decoding, colour-testing and resizing {n_files} files ({len(tasks)} batches)"
+    outcomes = dict(zip(pending, compute_each(tasks, job.progress, label=label), strict=True))
     records = {b: out for b, out in outcomes.items() if out is not WORKER_DIED}
     killed = [b for b in pending if outcomes[b] is WORKER_DIED]
     if killed:
