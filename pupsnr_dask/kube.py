@@ -133,31 +133,10 @@ def make_cluster_spec(
     return _without_nulls(spec)
 
 
-def start_cluster(
-    name: str = "pupsnr",
-    *,
-    image: str,
-    namespace: str | None = None,
-    n_workers: int = 4,
-    worker_threads: int = 2,
-    worker_memory: str = "6Gi",
-    s3_secret: str | None = "pupsnr-s3",
-    idle_timeout_s: int = 3600,
-    resource_timeout_s: int = 300,
-    quiet: bool = False,
-) -> Any:
+def start_cluster(name: str = "pupsnr", **options: Any) -> Any:
     """Create a DaskCluster through the operator and connect to its scheduler.
 
-    Parameters
-    ----------
-    name, image, n_workers, worker_threads, worker_memory, s3_secret, idle_timeout_s
-        As in :func:`make_cluster_spec`.
-    namespace : str, optional
-        Kubernetes namespace; default the kubeconfig's current namespace.
-    resource_timeout_s : int
-        Seconds to wait for the cluster's Pods (image pulls included) before giving up.
-    quiet : bool
-        Suppress dask-kubernetes' progress output.
+    ``name`` and ``options`` are those of :func:`cluster_arguments`.
 
     Returns
     -------
@@ -171,13 +150,7 @@ def start_cluster(
         When dask-kubernetes is not installed.
     """
     operator = _import_operator()
-    return operator.KubeCluster(
-        **cluster_arguments(
-            name, image=image, namespace=namespace, n_workers=n_workers,
-            worker_threads=worker_threads, worker_memory=worker_memory, s3_secret=s3_secret,
-            idle_timeout_s=idle_timeout_s, resource_timeout_s=resource_timeout_s, quiet=quiet,
-        )
-    )  # fmt: skip
+    return operator.KubeCluster(**cluster_arguments(name, **options))
 
 
 def cluster_arguments(
@@ -195,7 +168,16 @@ def cluster_arguments(
 ) -> dict[str, Any]:
     """The arguments :func:`start_cluster` gives ``KubeCluster``, built offline.
 
-    Parameters are those of :func:`start_cluster`.
+    Parameters
+    ----------
+    name, image, n_workers, worker_threads, worker_memory, s3_secret, idle_timeout_s
+        As in :func:`make_cluster_spec`.
+    namespace : str, optional
+        Kubernetes namespace; default the kubeconfig's current namespace.
+    resource_timeout_s : int
+        Seconds to wait for the cluster's Pods (image pulls included) before giving up.
+    quiet : bool
+        Suppress dask-kubernetes' progress output.
 
     Raises
     ------
