@@ -217,3 +217,24 @@ def test_openers_keyword_options_still_work_with_a_deprecation_warning(s3, s3_co
     assert ds.sizes["image"] == cube.sizes["image"]
     with pytest.raises(TypeError, match="not both"):
         pupsnr_dask.open_results(results, storage_options=s3.options(), endpoint_url=s3.endpoint)
+
+
+@pytest.mark.parametrize("name", ["photos.zip", "photos.TGZ"])
+def test_an_archive_in_a_bucket_is_ingested_with_the_storage_options(
+    s3, images_store, tmp_path, name
+):
+    """SRC = s3://.../photos.zip or .TGZ: the options reach S3 (not the archive's filesystem),
+    and a ``.tgz`` is read as gzip (fsspec infers neither); the store equals the folder's."""
+    import shutil
+
+    sample = xr.open_zarr(images_store).attrs["src"]
+    fmt = "zip" if name.endswith(".zip") else "gztar"
+    made = shutil.make_archive(str(tmp_path / "photos"), fmt, root_dir=sample)
+    url = f"s3://{BUCKET}/archives/{name}"
+    s3.fs.put(made, url)
+    store = f"s3://{BUCKET}/archives/{name}.zarr"
+    with dask.config.set(scheduler="threads"):
+        ingest(url, store, chunk_size=5, storage_options=s3.options(), progress=False)
+    images = open_s3(s3, store)
+    assert images.attrs["src"] == url
+    assert_same_bits(images, xr.open_zarr(images_store), IMAGE_VARS)

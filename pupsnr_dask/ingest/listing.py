@@ -10,7 +10,7 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from pupsnr_dask.store.fs import PARTIAL_SUFFIX, lock_path, url_to_fs
+from pupsnr_dask.store.fs import PARTIAL_SUFFIX, StorageOptions, lock_path, url_to_fs
 from pupsnr_dask.store.journal import PARTIAL_ENTRIES
 
 #: Archive file extensions read in place, and the fsspec protocol that reads each.
@@ -22,6 +22,11 @@ ARCHIVE_PROTOCOLS = {
     ".tar.bz2": "tar",
     ".tar.xz": "tar",
 }
+
+
+#: The compression of a tar archive by extension; fsspec infers it for ``.gz`` but not for
+#: ``.tgz`` nor for upper-case names, so it is passed explicitly.
+TAR_COMPRESSION = {".tar.gz": "gzip", ".tgz": "gzip", ".tar.bz2": "bz2", ".tar.xz": "xz"}
 
 
 def archive_protocol(name: str) -> str | None:
@@ -62,22 +67,43 @@ def _recorded(fs: Any, path: str) -> str:
     return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
 
 
-def _is_archive(fs: Any) -> bool:
-    from fsspec.implementations.tar import TarFileSystem
-    from fsspec.implementations.zip import ZipFileSystem
-
-    return isinstance(fs, ZipFileSystem | TarFileSystem)
-
-
 def src_root(src: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
     """``(filesystem, root)`` of SRC (a path, URL or :func:`source_url`): where sources are.
 
-    The root of an archive is ``""``: its members are listed and opened by relative paths.
+    The root of an archive is ``""`` (or ``"."`` when every member is below ``./``): its
+    members are listed and opened by paths relative to it.
     """
-    fs, root = url_to_fs(source_url(src, storage_options), storage_options)
-    if _is_archive(fs):
-        return fs, ""
-    return fs, root.rstrip("/") or "/"
+    url = source_url(src, storage_options)
+    if not url.startswith(tuple(f"{p}://::" for p in set(ARCHIVE_PROTOCOLS.values()))):
+        fs, root = url_to_fs(url, storage_options)
+        return fs, root.rstrip("/") or "/"
+    fs, _ = url_to_fs(url, archive_options(url, storage_options))
+    # ``tar -C DIR .`` (and shutil.make_archive) store members as ``./NAME``: the sources are
+    # then the names below ``.``, as they would be for the folder DIR
+    return fs, "." if fs.ls("", detail=False) == ["."] else ""
+
+
+def archive_options(url: str, storage_options: dict[str, Any] | None) -> StorageOptions:
+    """The fsspec options of a :func:`source_url` archive chain ``PROTOCOL://::ARCHIVE``.
+
+    ``storage_options`` go to the filesystem that holds the archive (S3, say), not to the
+    archive's own filesystem (fsspec gives options without a protocol key to the first link
+    of a chain); a tar archive gets its compression from :data:`TAR_COMPRESSION`.
+
+    Examples
+    --------
+    >>> archive_options("tar://::s3://bucket/photos.TGZ", {"anon": True})
+    StorageOptions({'s3': {'anon': True}, 'tar': {'compression': 'gzip'}})
+    """
+    from fsspec.core import split_protocol
+
+    protocol, archive = url.split("://::", 1)
+    options: dict[str, Any] = {split_protocol(archive)[0] or "file": dict(storage_options or {})}
+    if protocol == "tar":
+        lower = archive.lower()
+        found = [c for ext, c in TAR_COMPRESSION.items() if lower.endswith(ext)]
+        options["tar"] = {"compression": found[0] if found else None}
+    return StorageOptions(options)
 
 
 def member_path(root: str, source: str) -> str:
