@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -47,7 +48,13 @@ from pupsnr_dask.kernels.variants import gray_kernel, mosaic_kernel, pu_kernel
 
 QUICK_FILES = 6
 #: The instant answers a --quick run times (each is a process: seconds apiece).
-QUICK_ANSWERS = ("pupsnr --help", "ingest: SRC missing", "run rerun, up to date")
+QUICK_ANSWERS = (
+    "pupsnr --help",
+    "ingest: SRC missing",
+    "run: a results store as STORE",
+    "run rerun, up to date",
+    "report (text)",
+)
 
 
 def tree_bytes(*roots: Path) -> int:
@@ -186,7 +193,10 @@ def measure(
 def instant_answers(
     folder: Path, store: Path, results: Path, workdir: Path, only: tuple[str, ...] | None = None
 ) -> list[tuple]:
-    """(what, seconds, exit status) of each answer that needs no computation (or ``only``)."""
+    """(what, wall s, CPU s, exit status) of each answer that needs no computation (or ``only``).
+
+    The CPU time (user + system of the process) is the figure to compare on a loaded machine.
+    """
     missing = str(workdir / "no-such-folder")
     cases = [
         ("pupsnr --help", ("--help",)),
@@ -195,6 +205,7 @@ def instant_answers(
         ("ingest: --size 7", ("ingest", str(folder), "-o", str(workdir / "x.zarr"), "--size", "7")),
         ("run: STORE missing", ("run", missing, "-o", str(workdir / "x.zarr"))),
         ("run: a results store as STORE", ("run", str(results), "-o", str(workdir / "y.zarr"))),
+        ("run: a folder that is no store", ("run", str(folder), "-o", str(workdir / "y.zarr"))),
         ("ingest rerun, up to date", ("ingest", str(folder), "-o", str(store), "-q")),
         ("run rerun, up to date", ("run", str(store), "-o", str(results), "-q")),
         ("report (text)", ("report", str(results))),
@@ -205,8 +216,11 @@ def instant_answers(
     for what, args in cases:
         if only is not None and what not in only:
             continue
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         seconds, proc = pupsnr(*args, check=False)
-        rows.append((what, seconds, proc.returncode))
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        rows.append((what, seconds, cpu, proc.returncode))
     return rows
 
 
@@ -241,11 +255,12 @@ def render(fig: dict[str, Any], quick: bool) -> str:
         f"{fig['run'] - fig['warm_run']:.1f} | | |",
         f"| max dB difference, pupsnr run vs the literal loop | {fig['max_db_diff']:.1e} | | |",
         "",
-        "| instant answer (a process, import included) | seconds | exit | < 1.5 s |",
-        "|---|---:|---:|---|",
+        "| instant answer (a process, import included) | seconds | CPU s | exit | < 1.5 s |",
+        "|---|---:|---:|---:|---|",
         *(
-            f"| {what} | {seconds:.2f} | {code} | {'met' if seconds < 1.5 else 'NOT met'} |"
-            for what, seconds, code in fig["instant"]
+            f"| {what} | {seconds:.2f} | {cpu:.2f} | {code} | "
+            f"{'met' if seconds < 1.5 else 'NOT met'} |"
+            for what, seconds, cpu, code in fig["instant"]
         ),
     ]
     if quick:

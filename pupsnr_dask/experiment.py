@@ -560,7 +560,7 @@ def _check_complete(
     cube: xr.Dataset, results: str, so: dict[str, Any] | None, plan: ExperimentPlan
 ) -> None:
     try:
-        done = open_store(results, "psnr", storage_options=so)
+        done = open_store(results, "psnr", storage_options=so, verify=True)  # not computed again
     except schema.StoreError as err:
         why = why_not_removable(results, "psnr", so)
         hint = f"it {why}: move it away" if why else "use --overwrite"

@@ -123,7 +123,7 @@ def summarize(results: xr.Dataset, split: Split = "all", metric: str = "psnr") -
     if metric != schema.PSNR:
         return _summarize_other(results, split, spec)
     sel = select_split(results, split)
-    psnr, mse = compute(sel[schema.PSNR], sel[schema.MSE], progress=False)  # one pass
+    psnr, mse = _read(sel[schema.PSNR], sel[schema.MSE])  # one pass
     n = sel.sizes[schema.IMAGE]
     if n == 0:
         raise ValueError(f"no images in split {split!r}")
@@ -143,10 +143,21 @@ def summarize(results: xr.Dataset, split: Split = "all", metric: str = "psnr") -
     return out.drop_vars([c for c in (schema.SOURCE, schema.SPLIT) if c in out.coords])
 
 
+def _read(*arrays: xr.DataArray) -> tuple[xr.DataArray, ...]:
+    """``arrays`` in memory: computed on the active scheduler when dask-backed, else read.
+
+    A store opened with ``open_store(..., lazy=False)`` (as ``pupsnr report`` does) is read
+    into NumPy directly: no dask graph, no scheduler.
+    """
+    if any(a.chunks is not None for a in arrays):
+        return compute(*arrays, progress=False)
+    return tuple(a.load() for a in arrays)
+
+
 def _summarize_other(results: xr.Dataset, split: Split, spec: registry.MetricSpec) -> xr.Dataset:
     """:func:`summarize` for a metric other than psnr: mean and std of per-image values."""
     sel = select_split(results, split)
-    values = sel[spec.name].compute()
+    (values,) = _read(sel[spec.name])
     n = sel.sizes[schema.IMAGE]
     if n == 0:
         raise ValueError(f"no images in split {split!r}")

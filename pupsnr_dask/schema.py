@@ -26,12 +26,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import xarray as xr
 
 from pupsnr_dask import defaults
+
+if TYPE_CHECKING:  # xarray is imported by whoever opens a store: not for these names
+    import xarray as xr
 
 IMAGE = "image"
 
@@ -309,6 +311,7 @@ def label_defects(ds: xr.Dataset, kind: StoreKind) -> list[str]:
 
     Examples
     --------
+    >>> import xarray as xr
     >>> label_defects(xr.Dataset(attrs={"size": "32", "rejected": []}), "images")
     ["attribute 'size' must be an integer; got a str"]
     """

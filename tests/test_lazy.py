@@ -92,3 +92,118 @@ def test_a_lazy_connection_that_computes_nothing_starts_nothing(images_store):
     with connect(lazy=True, n_workers=1, quiet=True, dashboard_address=":0") as connection:
         open_store(str(images_store), "images")
     assert not connection.started
+
+
+# -- instant answers (issue 12, item 4): what a command imports and reads ----------------------
+
+#: Run by a fresh interpreter: each command in turn, then which heavy modules it imported.
+_IMPORT_PROBE = (
+    "import contextlib, io, json, sys\n"
+    "from pupsnr_dask.cli import main\n"
+    "argv = json.loads(sys.argv[1])\n"
+    "out, err = io.StringIO(), io.StringIO()\n"
+    "with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):\n"
+    "    code = main(argv)\n"
+    "heavy = ('xarray', 'zarr', 'dask', 'dask.array', 'distributed', 'pandas')\n"
+    "print(json.dumps([code, sorted(m for m in heavy if m in sys.modules), err.getvalue()]))\n"
+)
+
+
+def _imports_of(argv: list[str], cwd) -> tuple[int, list[str], str]:
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _IMPORT_PROBE, json.dumps([str(a) for a in argv])],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+    )
+    assert proc.returncode == 0, proc.stderr
+    code, heavy, err = json.loads(proc.stdout.splitlines()[-1])
+    return code, heavy, err
+
+
+def test_store_errors_of_run_import_neither_xarray_nor_dask(results_store, tmp_path):
+    """A missing store, a folder that is no store, a results store given as STORE: refused from
+    the listing and the group's metadata, before xarray, zarr or dask are imported."""
+    (tmp_path / "empty").mkdir()
+    cases = {
+        "missing": (tmp_path / "missing.zarr", "no store at"),
+        "not a store": (tmp_path / "empty", "not a readable Zarr store"),
+        "results as images": (
+            results_store,
+            "is a pupsnr 'psnr' store; expected a pupsnr 'images'",
+        ),
+    }
+    for name, (store, message) in cases.items():
+        code, heavy, err = _imports_of(["run", store, "-o", tmp_path / "r.zarr", "-q"], tmp_path)
+        assert (code, heavy) == (2, []), (name, heavy, err)
+        assert message in err, (name, err)
+
+
+@pytest.mark.parametrize("fmt", ["text", "csv", "json"])
+def test_report_tables_start_no_cluster_and_build_no_dask_array(results_store, tmp_path, fmt):
+    """``pupsnr report`` (no --plot, no --html) reads the results into NumPy: distributed is
+    not imported; dask.array is, but only because xarray imports it to check array types."""
+    code, heavy, err = _imports_of(["report", results_store, "--format", fmt], tmp_path)
+    assert code == 0, err
+    assert "distributed" not in heavy, heavy
+
+
+def test_open_store_reads_no_data_chunk_unless_asked_to_verify(results_store, tmp_path):
+    """The cheap default opens a results store with a damaged PSNR chunk (it reads no data
+    chunk); ``verify=True`` finds the damage, naming the chunk; the data read later fails."""
+    import shutil
+
+    import zarr
+
+    from pupsnr_dask.schema import StoreError
+
+    damaged = tmp_path / "psnr.zarr"
+    shutil.copytree(results_store, damaged)
+    chunk = damaged / "psnr" / "c" / "0" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    chunk.write_bytes(bytes(data))
+
+    ds = open_store(str(damaged), "psnr")  # no chunk of psnr or mse read: it opens
+    assert ds.sizes == xr.open_zarr(results_store).sizes
+    with pytest.raises(StoreError, match=r"chunk 'psnr/c/0/0/0' is damaged \(checksum mismatch\)"):
+        open_store(str(damaged), "psnr", verify=True)
+    with pytest.raises(Exception, match=r"(?i)checksum"):
+        zarr.open_array(str(damaged / "psnr"), mode="r")[:]  # the damage is real
+    open_store(str(results_store), "psnr", verify=True)  # a sound store passes the full check
+
+
+def test_a_damaged_label_chunk_is_refused_by_the_cheap_open(results_store, tmp_path):
+    """The labels are read when a store is opened: one that fails to decode is a StoreError."""
+    import shutil
+
+    from pupsnr_dask.schema import StoreError
+
+    damaged = tmp_path / "psnr.zarr"
+    shutil.copytree(results_store, damaged)
+    chunk = damaged / "source" / "c" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:-3])
+    for lazy in (True, False):
+        with pytest.raises(StoreError, match=r"chunk 'source/c/0' is damaged"):
+            open_store(str(damaged), "psnr", lazy=lazy)
+
+
+@pytest.mark.parametrize("split", ["all", "train"])
+def test_a_results_store_read_without_dask_summarizes_bit_identically(results_store, split):
+    """``lazy=False`` (what ``pupsnr report`` uses) gives NumPy-backed data and the same table,
+    bit for bit, as the dask-backed store summarized on a scheduler."""
+    from pupsnr_dask.query import summarize
+
+    plain = open_store(str(results_store), "psnr", lazy=False)
+    lazy = open_store(str(results_store), "psnr")
+    assert plain["psnr"].chunks is None and lazy["psnr"].chunks is not None
+    with dask.config.set(scheduler="sync"):
+        expected = summarize(lazy, split)
+    got = summarize(plain, split)
+    xr.testing.assert_identical(got, expected)
+    for name in expected.data_vars:
+        np.testing.assert_array_equal(got[name].values, expected[name].values)

@@ -92,8 +92,12 @@ def report_cmd(
     for out in (plot_file, html_file):
         if out is not None and not Path(out).resolve().parent.is_dir():
             raise FileNotFoundError(f"folder of {out!r} does not exist")
-    ds = open_store(results, "psnr", storage_options=storage_options)
-    click.echo(format_summary(query.summarize(ds, split, metric), fmt))
+    # the table alone is read into NumPy, without dask.array (an instant answer, issue 12)
+    lazy = plot_file is not None or html_file is not None
+    ds = open_store(results, "psnr", storage_options=storage_options, lazy=lazy)
+    with damage_named(results, storage_options=storage_options):
+        table = query.summarize(ds, split, metric)
+    click.echo(format_summary(table, fmt))
     progress = False if quiet else None
     if plot_file is not None:
         from pupsnr_dask.report import plots  # matplotlib, only for a plot

@@ -97,11 +97,13 @@ def run_cmd(
     quiet: bool,
 ) -> None:
     """Compute PSNR by image x variant x scale for an ingested STORE."""
-    from pupsnr_dask import experiment, schema
+    from pupsnr_dask import schema
     from pupsnr_dask.store.zarr_io import open_store
 
     store, results = absolute(store), absolute(results)
     images = open_store(store, "images", storage_options=storage_options)
+    from pupsnr_dask import experiment  # dask.array: only once STORE opened (store errors first)
+
     variants = (*variants, *plugins)
     specs, _, _ = experiment.resolve_selection(variants, scales, images.sizes[schema.Y], metrics)
     experiment.probe_variants(images, specs)  # a broken plug-in fails before a cluster starts

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask
-import dask.local
 import numpy as np
-import xarray as xr
 
 from pupsnr_dask.schema import (
     IMAGES,
@@ -27,15 +24,21 @@ from pupsnr_dask.schema import (
     validate,
 )
 from pupsnr_dask.store.codecs import compressors, ends_with_checksum
-from pupsnr_dask.store.fs import absolute, is_url, partial_path, store_exists
+from pupsnr_dask.store.fs import absolute, is_url, partial_path, store_exists, stored_kind
 from pupsnr_dask.store.integrity import (
     damage_message,
+    first_damaged_chunk,
     list_keys,
     metadata_defects,
     missing_chunks,
     unfinished,
-    unreadable_chunks,
 )
+
+if TYPE_CHECKING:  # xarray (and dask) are imported when a store is opened or written, not here:
+    import xarray as xr  # the store errors of open_store answer without them
+
+#: Metadata at the top of a Zarr group (Zarr 3, Zarr 2): a store has one of them.
+GROUP_METADATA = frozenset({"zarr.json", ".zgroup", ".zmetadata"})
 
 
 def open_store(
@@ -43,8 +46,17 @@ def open_store(
     kind: StoreKind,
     *,
     storage_options: dict[str, Any] | None = None,
+    verify: bool = False,
+    lazy: bool = True,
 ) -> xr.Dataset:
-    """Open a pupsnr store lazily and check that it is of the expected kind.
+    """Open a pupsnr store and check that it is of the expected kind.
+
+    The checks, cheapest first: unfinished, missing, its kind (from the group's metadata
+    document alone, before xarray is imported), every metadata document valid JSON, the
+    layout and attributes (:func:`pupsnr_dask.schema.validate`), no chunk missing (a listing),
+    the 1-D labels read. The chunks of the data variables are not read, unless ``verify``:
+    then every stored object of every array but the pixels is checked too (its checksum, or
+    decoded when it has none), so that damage is an error now rather than while computing.
 
     Parameters
     ----------
@@ -54,18 +66,24 @@ def open_store(
         The kind of store expected.
     storage_options : dict, optional
         fsspec options for object storage (endpoint, credentials).
+    verify : bool
+        Also check every chunk of the labels and of the results (not the pixels).
+    lazy : bool
+        Data variables as dask arrays (True), or as xarray's lazily indexed arrays, read into
+        NumPy on first use without importing dask.array (False: for small results).
 
     Returns
     -------
     xr.Dataset
-        The store's dataset, dask-backed (lazy).
+        The store's dataset, its data not read yet; its 1-D labels in memory.
 
     Raises
     ------
     FileNotFoundError
         When nothing is stored at ``store``.
     StoreError
-        When the store is not a pupsnr store of that kind, or its layout is wrong.
+        When the store is not a pupsnr store of that kind, its layout is wrong, or it is
+        damaged.
     """
     if kind not in ("images", "psnr"):
         raise ValueError(f"kind must be one of ('images', 'psnr'), got {kind!r}")
@@ -79,11 +97,8 @@ def open_store(
     bad = metadata_defects(store, storage_options, keys)
     if bad:
         raise StoreError(f"{store!r} is damaged: {bad[0]}")
-    try:
-        ds = xr.open_zarr(store, storage_options=storage_options, consolidated=None)
-    except Exception as err:  # zarr raises many kinds for foreign or corrupt stores
-        named = damage_message([store], storage_options, skip=(IMAGES,))
-        raise StoreError(named or f"{store!r} is not a readable Zarr store: {err}") from err
+    _check_kind(store, kind, storage_options, keys)
+    ds = _open_dataset(store, storage_options, lazy)
     validate(ds, kind, name=store)
     bad = missing_chunks(store, storage_options, keys)
     if bad:
@@ -92,24 +107,66 @@ def open_store(
             f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); `pupsnr verify` lists "
             "every defect"
         )
-    # Every chunk of the labels (small), and of a results store (small too), is read now
-    # rather than failing later; the pixels of an images store are not (see damage_named).
-    bad = unreadable_chunks(store, storage_options, skip=(IMAGES,))
-    if bad:
-        raise StoreError(f"{store!r}: {bad[0]}: `pupsnr verify` lists every defect")
-    return _labels_in_memory(ds)
+    if verify:
+        found = first_damaged_chunk(store, storage_options, skip=(IMAGES,))
+        if found:
+            raise StoreError(f"{store!r}: {found}: `pupsnr verify` lists every defect")
+    return _labels_in_memory(ds, store, storage_options)
 
 
-def _labels_in_memory(ds: xr.Dataset) -> xr.Dataset:
+def _check_kind(
+    store: str, kind: StoreKind, storage_options: dict[str, Any] | None, keys: set[str]
+) -> None:
+    """The cheap refusals of :func:`open_store`, from the listing and the group's metadata."""
+    if not keys & GROUP_METADATA:
+        raise StoreError(f"{store!r} is not a readable Zarr store: it has no Zarr metadata")
+    found = stored_kind(store, storage_options)
+    if found is not None and found != kind:  # None: validate() says why, after opening
+        raise StoreError(f"{store!r} is a pupsnr {found!r} store; expected a pupsnr {kind!r} store")
+
+
+def _open_dataset(store: str, storage_options: dict[str, Any] | None, lazy: bool) -> xr.Dataset:
+    import xarray as xr  # deferred: 0.5 s, not needed for the refusals above
+
+    try:
+        if lazy:
+            return xr.open_zarr(store, storage_options=storage_options, consolidated=None)
+        return xr.open_dataset(  # no dask: lazily indexed arrays, read into NumPy when used
+            store,
+            engine="zarr",
+            chunks=None,
+            storage_options=storage_options,
+            backend_kwargs={"consolidated": None},
+        )
+    except Exception as err:  # zarr raises many kinds for foreign or corrupt stores
+        named = damage_message([store], storage_options, skip=(IMAGES,))
+        raise StoreError(named or f"{store!r} is not a readable Zarr store: {err}") from err
+
+
+def _labels_in_memory(
+    ds: xr.Dataset, store: str, storage_options: dict[str, Any] | None
+) -> xr.Dataset:
     """``ds`` with its 1-D labels (source, split, ...) read in this process, data still lazy.
 
     Read synchronously whatever the active scheduler: opening a store and answering from its
-    labels alone (an up-to-date store, a bad selection) never starts a cluster.
+    labels alone (an up-to-date store, a bad selection) never starts a cluster. A label chunk
+    that cannot be decoded is a :class:`StoreError` naming it.
     """
-    lazy = [n for n, c in ds.coords.items() if c.ndim == 1 and n not in ds.dims and c.chunks]
-    # a function, not "sync": dask would import distributed to look for a client
-    with dask.config.set(scheduler=dask.local.get_sync):
+    lazy = [n for n, c in ds.coords.items() if c.ndim == 1 and n not in ds.dims]
+    try:
+        if any(ds[name].chunks for name in lazy):
+            import dask  # deferred with the dask-backed dataset (lazy=True) that needs it
+            import dask.local
+
+            # a function, not "sync": dask would import distributed to look for a client
+            with dask.config.set(scheduler=dask.local.get_sync):
+                return ds.assign_coords({name: ds[name].load() for name in lazy})
         return ds.assign_coords({name: ds[name].load() for name in lazy})
+    except Exception as err:
+        named = damage_message([store], storage_options, skip=(IMAGES,))
+        if named is None:
+            raise
+        raise StoreError(named) from err
 
 
 def create_store(
@@ -159,6 +216,7 @@ def align_to_shards(ds: xr.Dataset) -> xr.Dataset:
     Examples
     --------
     >>> import dask.array as da
+    >>> import xarray as xr
     >>> v = xr.Variable("i", da.zeros(10, chunks=3), encoding={"chunks": (2,), "shards": (4,)})
     >>> align_to_shards(xr.Dataset({"v": v}))["v"].chunks
     ((4, 4, 2),)
