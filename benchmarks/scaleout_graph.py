@@ -1,6 +1,6 @@
 """The run's graph at 10 million images, built but never computed (issue 12, item 7).
 
-    python benchmarks/scaleout_graph.py --workdir DIR [--n 10000000] [--group 1,16]
+    python benchmarks/scaleout_graph.py --workdir DIR [--n 10000000] [--group 1,auto]
         [--scheduler-n 320000,1280000]
 
 1. Creates an images store of ``--n`` images of 256 x 256 x 3 in chunks of 32 whose chunks
@@ -9,12 +9,13 @@
 2. Opens it as ``pupsnr run`` does after its checks (``xr.open_zarr``, consolidated, then
    ``schema.validate``; ``open_store`` itself refuses a store whose chunks are missing,
    so its key listing is timed apart, on the same store).
-3. Builds the run's graph as ``experiment._write_cube`` does (``build_psnr_cube``, the
-   MSE/PSNR pair per write unit, one ``_write_unit`` task per unit) and materialises it as the
-   client does before sending it: construction time, task count, the client's memory
-   (tracemalloc peak of the Python objects, and RSS growth of this process).
-4. With ``--group G`` (a prototype, not the library): the store opened with ``G`` chunks per
-   dask block and one write unit per ``G`` chunks, so each task handles ``32 G`` images.
+3. Builds the run's graph with ``experiment._write_tasks`` (what ``_write_cube`` computes)
+   and materialises it as the client does before sending it: construction time, task count,
+   the client's memory (tracemalloc peak of the Python objects, and RSS growth of this
+   process).
+4. With ``--group G``: ``G`` chunks per task (``run_experiment(chunks_per_task=G)``), the
+   images read ``G`` chunks a dask block, each task writing ``G`` chunks of 32 images;
+   ``auto`` is what ``run_experiment`` chooses (``experiment.chunks_per_task_for``).
 5. Scheduler memory: the graph of ``--scheduler-n`` images is submitted to a real ``dask
    scheduler`` process on 127.0.0.1 that has no worker (so nothing is computed); its RSS
    growth once it holds every task gives bytes per task, measured at two sizes.
@@ -56,6 +57,7 @@ def make_store(path: Path, n: int) -> float:
     from pupsnr_dask import __version__, schema
     from pupsnr_dask.ingest import PIXELS_ZSTD_LEVEL
     from pupsnr_dask.store.codecs import compressors
+    from pupsnr_dask.store.zarr_io import create_store
 
     def pixels_compressors():
         return compressors(PIXELS_ZSTD_LEVEL)
@@ -86,56 +88,37 @@ def make_store(path: Path, n: int) -> float:
             schema.REJECTED_ATTR: [],
         }
     )
-    schema.create_store(ds, str(path))  # metadata and in-memory variables only
+    create_store(ds, str(path))  # metadata and in-memory variables only
     return time.perf_counter() - t0
 
 
-def open_images(path: Path, group: int):
-    """The store as ``pupsnr run`` opens it; with ``group`` > 1 (the prototype) the pixels
-    are read ``group`` chunks per dask block (one read task each), labels as stored."""
-    import dask.array as da
+def open_images(path: Path):
+    """The store as ``pupsnr run`` opens it after its checks."""
     import xarray as xr
-    import zarr
 
     from pupsnr_dask import schema
 
     ds = xr.open_zarr(str(path), consolidated=True)
     schema.validate(ds, "images", name=str(path))
-    if group > 1:
-        arr = zarr.open_array(f"{path}/{schema.IMAGES}", mode="r")
-        pixels = da.from_zarr(arr, chunks=(CHUNK * group, -1, -1, -1))
-        ds[schema.IMAGES] = (schema.IMAGE_DIMS, pixels)
     return ds
 
 
-def run_graph(images, results: str, group: int) -> list:
-    """The delayed ``_write_unit`` tasks of ``experiment._write_cube``, for units of
-    ``CHUNK * group`` images."""
-    import dask
-    import dask.array as da
-    from dask.base import tokenize
-
-    from pupsnr_dask import experiment, schema
-    from pupsnr_dask.store.zarr_io import unit_bounds
+def run_graph(images, path: Path, results: str, group: int | None) -> list:
+    """The delayed tasks of ``experiment._write_cube`` (its ``_write_tasks``), for write
+    units of ``CHUNK`` images and ``group`` chunks per task (None: the library's choice)."""
+    from pupsnr_dask import experiment
 
     cube = experiment.build_psnr_cube(images)
-    n = cube.sizes[schema.IMAGE]
-    bounds = unit_bounds(0, n, CHUNK * group)
-    units = (tuple(b - a for a, b in bounds), -1, -1)
-    mse, psnr = (cube[v].data.rechunk(units) for v in (schema.MSE, schema.PSNR))
-    both = da.map_blocks(
-        experiment._pair, mse, psnr, new_axis=0, dtype=np.float64, name="pupsnr-pair"
-    )
-    blocks = both.to_delayed().ravel()
-    token = tokenize(results, both.name)
-    task = dask.delayed(experiment._write_unit, pure=True)
-    return [
-        task(results, k, a, b, blocks[k], None, dask_key_name=f"pupsnr-write-{token}-{k:08d}")
-        for k, (a, b) in enumerate(bounds)
-    ]
+
+    def regrouped(n_images: int):
+        return experiment.build_psnr_cube(
+            experiment._images_in_blocks(images, str(path), n_images, None)
+        )
+
+    return experiment._write_tasks(cube, results, CHUNK, set(), regrouped, group, None)
 
 
-def measure_client(path: Path, group: int) -> dict:
+def measure_client(path: Path, group: int | None) -> dict:
     from dask._expr import FinalizeCompute
     from dask.base import collections_to_expr
     from distributed.protocol import pickle
@@ -144,9 +127,9 @@ def measure_client(path: Path, group: int) -> dict:
     rss0 = rss_mb()
     tracemalloc.start()
     t0 = time.perf_counter()
-    images = open_images(path, group)
+    images = open_images(path)
     t1 = time.perf_counter()
-    tasks = run_graph(images, "/nonexistent/psnr.zarr", group)
+    tasks = run_graph(images, path, "/nonexistent/psnr.zarr", group)
     t2 = time.perf_counter()
     expr = FinalizeCompute(collections_to_expr(tasks, True)).optimize()  # as Client.compute
     t3 = time.perf_counter()
@@ -187,7 +170,7 @@ def measure_listing(path: Path) -> float:
     return time.perf_counter() - t0
 
 
-def measure_scheduler(path: Path, group: int) -> dict:
+def measure_scheduler(path: Path, group: int | None) -> dict:
     """Submit the graph to a worker-less ``dask scheduler``; its RSS growth holding it."""
     import socket
 
@@ -217,8 +200,8 @@ def measure_scheduler(path: Path, group: int) -> dict:
     try:
         client = Client(f"tcp://127.0.0.1:{port}", timeout=60)
         idle = rss_mb(proc.pid)
-        images = open_images(path, group)
-        tasks = run_graph(images, "/nonexistent/psnr.zarr", group)
+        images = open_images(path)
+        tasks = run_graph(images, path, "/nonexistent/psnr.zarr", group)
         t0 = time.perf_counter()
         futures = client.compute(tasks)
         while True:
@@ -250,12 +233,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--n", type=int, default=10_000_000)
-    parser.add_argument("--group", default="1,16", help="chunks per task to try [default: 1,16]")
+    parser.add_argument(
+        "--group",
+        default="1,auto",
+        help="chunks per task to try; auto: the library's choice (experiment.chunks_per_task_for) "
+        "[default: 1,auto]",
+    )
     parser.add_argument("--scheduler-n", default="320000,1280000")
     parser.add_argument("--skip-scheduler", action="store_true")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    groups = [int(g) for g in args.group.split(",")]
+    groups = [None if g == "auto" else int(g) for g in args.group.split(",")]
     print(f"load {load()}; {args.n} images, chunks of {CHUNK}", flush=True)
     store = args.workdir / f"images-{args.n}.zarr"
     print(f"metadata-only store: {make_store(store, args.n):.1f} s; load {load()}", flush=True)

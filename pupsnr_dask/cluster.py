@@ -38,8 +38,8 @@ from pupsnr_dask import kube
 
 # the connection defaults and environment variables (TLS_ENV: by parameter of :func:`connect`)
 from pupsnr_dask.defaults import (
+    DEFAULT_CONNECT_PROCESSES,
     DEFAULT_NO_WORKER_TIMEOUT,
-    DEFAULT_PROCESSES,
     DEFAULT_TIMEOUT,
     NO_WORKER_TIMEOUT_ENV,
     SCHEDULER_ENV,
@@ -173,7 +173,7 @@ def connect(
     scheduler: str | None = None,
     *,
     n_workers: int | None = None,
-    processes: bool = DEFAULT_PROCESSES,
+    processes: bool = DEFAULT_CONNECT_PROCESSES,
     kubernetes: Kubernetes | None = None,
     dashboard_address: str = "127.0.0.1:8787",
     timeout: float = DEFAULT_TIMEOUT,
@@ -201,8 +201,9 @@ def connect(
         worker (``processes=False``); default one per CPU core.
     processes : bool
         LocalCluster: single-threaded worker processes (True) or one worker of threads in this
-        process (False; Pillow and NumPy release the GIL). Default :data:`DEFAULT_PROCESSES`,
-        chosen by measurement (benchmarks/RESULTS.md).
+        process (False; Pillow and NumPy release the GIL). Default
+        :data:`~pupsnr_dask.defaults.DEFAULT_CONNECT_PROCESSES`; each command has its own,
+        :data:`~pupsnr_dask.defaults.DEFAULT_PROCESSES`.
     kubernetes : Kubernetes, optional
         Create a DaskCluster on Kubernetes for the block and delete it afterwards. Not with
         ``scheduler`` (nor ``$PUPSNR_SCHEDULER``).
@@ -336,7 +337,7 @@ def _local(
     try:
         with Client(cluster) as client:
             _NO_WORKER_TIMEOUTS[client] = no_worker_timeout
-            _announce(client, quiet)
+            _announce(client, quiet, _local_dashboard_link(cluster, dashboard_address))
             yield client
     except BaseException as err:  # interrupted or failed: close without distributed's noise
         with _logging_disabled():
@@ -349,7 +350,7 @@ def _local(
 
 def start_local_cluster(
     n_workers: int | None = None,
-    processes: bool = DEFAULT_PROCESSES,
+    processes: bool = DEFAULT_CONNECT_PROCESSES,
     dashboard_address: str = "127.0.0.1:8787",
 ) -> Any:
     """The LocalCluster of :func:`connect`, on 127.0.0.1, its workers deaf to Ctrl-C.
@@ -504,11 +505,26 @@ def _logging_disabled() -> Iterator[None]:
         logging.disable(previous)
 
 
-def _announce(client: Any, quiet: bool) -> None:
+def _announce(client: Any, quiet: bool, link: str | None = None) -> None:
     if quiet:
         return
     n = len(client.scheduler_info(n_workers=-1).get("workers", {}))
-    print(f"dask: {n} workers, dashboard {client.dashboard_link}", file=sys.stderr)
+    print(f"dask: {n} workers, dashboard {link or client.dashboard_link}", file=sys.stderr)
+
+
+def _local_dashboard_link(cluster: Any, dashboard_address: str) -> str | None:
+    """The link to an in-process cluster's dashboard, where it listens.
+
+    distributed's link names the host of the ``inproc://`` address: this machine's network
+    address, where nothing listens.
+    """
+    server = getattr(cluster.scheduler, "http_server", None)
+    if server is None or not str(cluster.scheduler_address).startswith("inproc://"):
+        return None
+    host = dashboard_address.rpartition(":")[0].strip("[]")
+    return (
+        f"http://{host if host not in ('', '0.0.0.0', '::') else '127.0.0.1'}:{server.port}/status"
+    )
 
 
 def compute(

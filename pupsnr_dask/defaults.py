@@ -61,8 +61,20 @@ TLS_ENV = {
     "tls_key": "PUPSNR_TLS_KEY",
 }
 STORAGE_OPTIONS_ENV = "PUPSNR_STORAGE_OPTIONS"
-#: The local cluster: worker processes (True) or threads in one process (False).
-DEFAULT_PROCESSES = True
+#: The local cluster of each command: worker processes (True) or threads in one process (False).
+#: Threads start seconds sooner and run as fast on the stores pupsnr wrote (benchmarks/RESULTS.md,
+#: "Local cluster of processes or of threads"); ingest decodes files from anywhere, so its
+#: workers are processes: a nanny survives a decoder that crashes or runs out of memory, and the
+#: batch is retried file by file. ``demo`` ingests the packaged sample photos only.
+DEFAULT_PROCESSES: dict[str, bool] = {
+    "ingest": True,
+    "run": False,
+    "verify": False,
+    "advise": False,
+    "demo": False,
+}
+#: :func:`pupsnr_dask.cluster.connect`'s default, which may run any of them: ingest's.
+DEFAULT_CONNECT_PROCESSES = DEFAULT_PROCESSES["ingest"]
 #: ``--kubernetes``: workers, threads and memory of each (deploy/kubernetes/daskcluster.yaml).
 DEFAULT_K8S_WORKERS = 4
 DEFAULT_K8S_WORKER_THREADS = 2

@@ -418,6 +418,7 @@ def run_experiment(
     storage_options: dict[str, Any] | None = None,
     progress: bool | None = None,
     notify: Callable[[str], None] | None = None,
+    chunks_per_task: int | None = None,
 ) -> xr.Dataset:
     """Compute the PSNR cube of an images store and write it to ``results``.
 
@@ -444,12 +445,18 @@ def run_experiment(
         Progress bars on standard error; by default only when it is a terminal.
     notify : callable, optional
         Called with a line of text about resumed or skipped work.
+    chunks_per_task : int, optional
+        Result chunks (or shards) computed and written by each task, their images read as one
+        block. Default 1, or as many as keep the run within :data:`MAX_WRITE_TASKS` tasks
+        (more than 640,000 images in chunks of 32). The results do not depend on it.
 
     Returns
     -------
     xr.Dataset
         The results store, reopened lazily.
     """
+    if chunks_per_task is not None and chunks_per_task < 1:
+        raise ValueError(f"chunks_per_task must be at least 1, got {chunks_per_task!r}")
     storage_options = parse_storage_options(storage_options)  # credentials hidden in logs
     check_store_output(
         results,
@@ -477,8 +484,13 @@ def run_experiment(
             discard(results, "psnr", storage_options)
         if not _prepare_results(cube, results, storage_options, say):
             return open_store(results, "psnr", storage_options=storage_options)
+
+        def regrouped(n_images: int) -> xr.Dataset:  # the same cube, read n_images a block
+            grouped = _images_in_blocks(images, store, n_images, storage_options)
+            return build_psnr_cube(grouped, variants, scales, method=method, metrics=metrics)
+
         try:
-            _write_cube(cube, results, storage_options, progress, say)
+            _write_cube(cube, results, storage_options, progress, say, regrouped, chunks_per_task)
         except (ConnectionError, StoreLockedError, VariantPluginError):
             raise
         except Exception as err:  # a damaged chunk fails deep inside zarr's codecs
@@ -604,36 +616,100 @@ def _create_results(cube: xr.Dataset, results: str, so: dict[str, Any] | None) -
     durable_moment("run:created")
 
 
+#: At most this many write tasks per run (each with its read and compute tasks, ~3 in all): past
+#: it, each task computes and writes several chunks (benchmarks/SCALEOUT.md: one scheduler
+#: handles ~100 k tasks well, 10 million images are 312,500 chunks of 32).
+MAX_WRITE_TASKS = 20_000
+
+
+def chunks_per_task_for(n_units: int) -> int:
+    """Result chunks per task for a run of ``n_units`` chunks: 1 up to :data:`MAX_WRITE_TASKS`.
+
+    Examples
+    --------
+    >>> chunks_per_task_for(31), chunks_per_task_for(20_000), chunks_per_task_for(312_500)
+    (1, 1, 16)
+    """
+    return max(1, -(-n_units // MAX_WRITE_TASKS))
+
+
+def _images_in_blocks(
+    images: xr.Dataset, store: str, n_images: int, so: dict[str, Any] | None
+) -> xr.Dataset:
+    """``images`` with its pixels read ``n_images`` a dask block (one read task per block)."""
+    import zarr
+
+    array = zarr.open_array(f"{store.rstrip('/')}/{schema.IMAGES}", mode="r", storage_options=so)
+    pixels = da.from_zarr(array, chunks=(n_images, -1, -1, -1))
+    variable = images[schema.IMAGES]
+    return images.assign({schema.IMAGES: (variable.dims, pixels, variable.attrs)})
+
+
 def _write_cube(
     cube: xr.Dataset,
     results: str,
     so: dict[str, Any] | None,
     progress: bool | None,
     say: Callable[[str], None],
+    regrouped: Callable[[int], xr.Dataset],
+    chunks_per_task: int | None = None,
 ) -> None:
-    """Compute and write the chunks (or shards) that have no marker yet, one task each."""
-    import dask
+    """Compute and write the chunks (or shards) that have no marker yet, a group per task.
+
+    A group is ``chunks_per_task`` consecutive chunks (default :func:`chunks_per_task_for`):
+    with more than one, the images are read as ``regrouped`` gives them, a group a block. Each
+    chunk keeps its own marker, so a run resumes chunk by chunk whatever the grouping.
+    """
     import zarr
 
     target = zarr.open_array(f"{results.rstrip('/')}/{schema.PSNR}", mode="r", storage_options=so)
-    bounds = unit_bounds(0, cube.sizes[schema.IMAGE], write_unit(target))
+    unit = write_unit(target)
+    bounds = unit_bounds(0, cube.sizes[schema.IMAGE], unit)
     done = done_units(results, {k: {"start": a, "stop": b} for k, (a, b) in enumerate(bounds)}, so)
     if done:
         say(f"resumed an interrupted run: {len(done)} of {len(bounds)} chunks were already written")
+    tasks = _write_tasks(cube, results, unit, done, regrouped, chunks_per_task, so)
+    compute(*tasks, progress=progress, label=f"computing and writing {len(tasks)} result chunks")
+
+
+def _write_tasks(
+    cube: xr.Dataset,
+    results: str,
+    unit: int,
+    done: set[int],
+    regrouped: Callable[[int], xr.Dataset],
+    chunks_per_task: int | None,
+    so: dict[str, Any] | None,
+) -> list[Any]:
+    """The delayed tasks of :func:`_write_cube`, for write units of ``unit`` images.
+
+    None is built for a group whose units are all in ``done``; benchmarks/scaleout_graph.py
+    measures this graph.
+    """
+    import dask
+
+    n = cube.sizes[schema.IMAGE]
+    bounds = unit_bounds(0, n, unit)
+    group = chunks_per_task or chunks_per_task_for(len(bounds))
+    source = cube if group == 1 else regrouped(group * unit)
+    groups = unit_bounds(0, n, group * unit)  # unit k is in group k // group
     # One array of every variable, so that each block's metrics are computed once for all.
-    units = (tuple(b - a for a, b in bounds), -1, -1)
     names = _stored_variables(cube)
-    parts = [cube[v].data.rechunk(units) for v in names]
-    every = da.map_blocks(_stack, *parts, new_axis=0, dtype=np.float64, name="pupsnr-stack")
+    parts = [source[v].data.rechunk((tuple(b - a for a, b in groups), -1, -1)) for v in names]
+    every = da.map_blocks(
+        _stack, *parts, new_axis=0, dtype=np.float64, name=f"pupsnr-stack-{tokenize(*parts)}"
+    )
     blocks = every.to_delayed().ravel()
     token = tokenize(results, every.name)
-    task = dask.delayed(_write_unit, pure=True)
-    tasks = [
-        task(results, k, a, b, blocks[k], so, names, dask_key_name=f"pupsnr-write-{token}-{k:08d}")
-        for k, (a, b) in enumerate(bounds)
-        if k not in done
-    ]
-    compute(*tasks, progress=progress, label=f"computing and writing {len(tasks)} result chunks")
+    task = dask.delayed(_write_units, pure=True)
+    tasks = []
+    for g, (start, _) in enumerate(groups):
+        members = range(g * group, min((g + 1) * group, len(bounds)))
+        todo = [(k, *bounds[k]) for k in members if k not in done]
+        if todo:
+            key = f"pupsnr-write-{token}-{g:08d}"
+            tasks.append(task(results, todo, start, blocks[g], so, names, dask_key_name=key))
+    return tasks
 
 
 def _stored_variables(cube: xr.Dataset) -> tuple[str, ...]:
@@ -645,7 +721,17 @@ def _stack(*blocks: np.ndarray) -> np.ndarray:
     return np.stack(blocks)
 
 
-_pair = _stack  # (mse, psnr) blocks: the name benchmarks/scaleout_graph.py uses
+def _write_units(
+    results: str,
+    units: Sequence[tuple[int, int, int]],
+    start: int,
+    stacked: np.ndarray,
+    so: dict[str, Any] | None,
+    names: Sequence[str],
+) -> None:
+    """Worker task: write each ``(unit, start, stop)`` of the block of images from ``start``."""
+    for unit, a, b in units:
+        _write_unit(results, unit, a, b, stacked[:, a - start : b - start], so, names)
 
 
 def _write_unit(

@@ -121,6 +121,19 @@ def test_demo_console_script_end_to_end(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("command", "default"),
+    [("ingest", "processes"), ("run", "threads"), ("verify", "threads"), ("advise", "threads"),
+     ("demo", "threads")],
+)  # fmt: skip
+def test_each_command_help_shows_its_own_local_cluster_default(command, default, capsys):
+    """ingest's workers are processes (untrusted decoders); the others run threads."""
+    assert main([command, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    found = re.search(r"--processes / --threads .*?\[default: (\w+)\]", text)
+    assert found is not None and found.group(1) == default, text
+
+
 @pytest.mark.parametrize("columns", ["60", "80", "100"])
 def test_help_never_breaks_inside_a_word(columns, capsys, monkeypatch):
     from pupsnr_dask.cli import COMMANDS

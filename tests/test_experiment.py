@@ -11,10 +11,11 @@ from conftest import images_dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from storefiles import files
 
 from pupsnr_dask import build_psnr_cube, open_images, open_results, summarize
 from pupsnr_dask import run_experiment as run
-from pupsnr_dask.experiment import SCALES, VARIANTS
+from pupsnr_dask.experiment import SCALES, VARIANTS, chunks_per_task_for
 
 
 def test_results_layout(results_store):
@@ -144,6 +145,22 @@ def test_distributed_cluster_gives_bit_identical_results(
     b = xr.open_zarr(out).load()
     assert a["psnr"].values.tobytes() == b["psnr"].values.tobytes()
     assert a["mse"].values.tobytes() == b["mse"].values.tobytes()
+
+
+@pytest.mark.parametrize("group", [1, 2, 3])
+def test_results_do_not_depend_on_the_chunks_per_task(group, images_store, results_store, tmp_path):
+    """Each task computing and writing 1, 2 or 3 chunks gives the default run's store, byte
+    for byte (chunks of 5 images: the last group is short)."""
+    out = tmp_path / "grouped.zarr"
+    with dask.config.set(scheduler="threads"):
+        run(str(images_store), str(out), progress=False, chunks_per_task=group)
+    assert files(out) == files(results_store)
+
+
+def test_chunks_per_task_keep_the_graph_small_only_past_today_s_sizes():
+    assert [chunks_per_task_for(n) for n in (1, 3_125, 20_000, 20_001, 312_500)] == [1, 1, 1, 2, 16]
+    with pytest.raises(ValueError, match="chunks_per_task must be at least 1"):
+        run("unused.zarr", "unused-psnr.zarr", chunks_per_task=0)
 
 
 def test_the_old_names_run_and_ingest_still_work_and_warn(tmp_path, images_store):

@@ -29,6 +29,7 @@ from pupsnr_dask import run_experiment as run
 from pupsnr_dask.cli import main
 from pupsnr_dask.schema import json_attr
 from pupsnr_dask.store.fs import lock_path, partial_path
+from pupsnr_dask.store.journal import done_units
 from pupsnr_dask.store.lock import StoreLock, StoreLockedError
 
 SIZE, CHUNK = 32, 3
@@ -240,6 +241,23 @@ def test_killed_run_rerun_equals_an_uninterrupted_one(point, how, world, tmp_pat
         dask.config.set(scheduler="sync"),
     ):
         run(str(world / "images.zarr"), str(results), scales=[1, 2], progress=False)
+
+
+def test_a_killed_grouped_run_resumes_under_another_grouping(world, tmp_path):
+    """Killed between the two chunks of a 2-chunk task; resumed with 3 chunks a task."""
+    results = tmp_path / "psnr.zarr"
+    grouped = API["run"].replace("progress=False)", "progress=False, chunks_per_task=2)")
+    assert grouped != API["run"]
+    kill_at("run:unit:2", [sys.executable, "-c", grouped, str(world / "images.zarr"), str(results)])
+    bounds = {k: {"start": 3 * k, "stop": min(3 * k + 3, 14)} for k in range(5)}
+    done = done_units(str(results), bounds)
+    assert 2 in done and 3 not in done  # the task of chunks 2 and 3 wrote one of them
+    notes: list[str] = []
+    with dask.config.set(scheduler="sync"):
+        run(str(world / "images.zarr"), str(results), scales=[1, 2, 8], progress=False,
+            notify=notes.append, chunks_per_task=3)  # fmt: skip
+    assert f"resumed an interrupted run: {len(done)} of 5 chunks were already written" in notes
+    assert_finished(results, world / "psnr.zarr")
 
 
 def test_resume_refuses_other_parameters_and_overwrite_starts_again(world, tmp_path):

@@ -160,7 +160,7 @@ if TYPE_CHECKING:
     help="Predictions (or model inputs) per task.",
 )
 @storage_option
-@cluster_options
+@cluster_options("advise")
 def advise_cmd(
     results: str,
     predictions: str | None,

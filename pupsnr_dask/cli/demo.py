@@ -19,7 +19,7 @@ from pupsnr_dask.helptext import Command
     default=None,
     help="Keep the sample images and stores here [default: a temporary folder].",
 )
-@cluster_options
+@cluster_options("demo")
 def demo_cmd(
     workdir: Path | None, scheduler: str | None, n_workers: int | None, quiet: bool
 ) -> None:

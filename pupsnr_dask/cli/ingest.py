@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     "interrupted ingest is resumed and a finished STORE gets only the files new in SRC.",
 )
 @storage_option
-@cluster_options
+@cluster_options("ingest")
 def ingest_cmd(
     src: str,
     store: str,

@@ -89,8 +89,17 @@ def storage_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
-def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Options shared by the commands that compute on a Dask cluster."""
+def cluster_options(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Options shared by the commands that compute on a Dask cluster, for ``command``.
+
+    ``command`` names its local cluster's default in
+    :data:`~pupsnr_dask.defaults.DEFAULT_PROCESSES`.
+    """
+    processes = DEFAULT_PROCESSES[command]
+    return lambda f: _cluster_options(f, processes)
+
+
+def _cluster_options(f: Callable[..., Any], processes: bool) -> Callable[..., Any]:
     for name, what in (
         ("tls_key", "private key of --tls-cert"),
         ("tls_cert", "certificate of this client"),
@@ -130,12 +139,12 @@ def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
         "--n-workers",
         type=click.IntRange(min=1),
         default=None,
-        help="Worker processes (with --threads: threads) of the local cluster [default: one per "
-        "CPU core].",
+        help="Workers of the local cluster: processes, or threads with --threads [default: one "
+        "per CPU core].",
     )(f)
     f = click.option(
         "--processes/--threads",
-        default=DEFAULT_PROCESSES,
+        default=processes,
         show_default=True,
         expose_value=False,
         callback=_connect_option,

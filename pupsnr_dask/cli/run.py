@@ -81,7 +81,7 @@ if TYPE_CHECKING:
     "interrupted run is resumed and complete RESULTS are left as they are.",
 )
 @storage_option
-@cluster_options
+@cluster_options("run")
 def run_cmd(
     store: str,
     results: str,

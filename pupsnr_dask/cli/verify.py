@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     help="For a results store: image chunks recomputed and compared exactly.",
 )
 @storage_option
-@cluster_options
+@cluster_options("verify")
 def verify_cmd(
     store: str,
     images: str | None,
