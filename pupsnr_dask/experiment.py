@@ -541,49 +541,54 @@ def _run_plan(cube: xr.Dataset) -> ExperimentPlan:
 
 
 def _prepare_results(
-    cube: xr.Dataset, results: str, so: dict[str, Any] | None, say: Callable[[str], None]
+    cube: xr.Dataset,
+    results: str,
+    storage_options: dict[str, Any] | None,
+    say: Callable[[str], None],
 ) -> bool:
     """Make ``results`` ready for :func:`_write_cube`; False when it is complete already."""
     partial = partial_path(results)
     plan = _run_plan(cube)
-    if store_exists(partial, so):
-        old = ExperimentPlan.from_json(read_plan(results, so))
+    if store_exists(partial, storage_options):
+        old = ExperimentPlan.from_json(read_plan(results, storage_options))
         if old == plan:
-            if not _results_ready(cube, results, so):
-                _create_results(cube, results, so)
+            if not _results_ready(cube, results, storage_options):
+                _create_results(cube, results, storage_options)
             return True
         if old is not None:
             raise other_parameters(results, "run", plan.changed(old))
         # No usable plan: leftovers of a run that never began. RESULTS is ours when our
         # journal (begun while RESULTS did not exist) is there, or when its attribute says so.
-        ours = partial_is_ours(results, "psnr", so)
-        remove_store(results, so, kind="psnr", ours=ours)
-    elif store_exists(results, so):
-        _check_complete(cube, results, so, plan)
+        ours = partial_is_ours(results, "psnr", storage_options)
+        remove_store(results, storage_options, kind="psnr", ours=ours)
+    elif store_exists(results, storage_options):
+        _check_complete(cube, results, storage_options, plan)
         say(f"{results} is already complete for these images and parameters: nothing recomputed")
         return False
-    start_partial(results, "psnr", so)  # discards an earlier journal of ours
-    write_plan(results, plan, so)
-    _create_results(cube, results, so)
+    start_partial(results, "psnr", storage_options)  # discards an earlier journal of ours
+    write_plan(results, plan, storage_options)
+    _create_results(cube, results, storage_options)
     return True
 
 
 def _check_complete(
-    cube: xr.Dataset, results: str, so: dict[str, Any] | None, plan: ExperimentPlan
+    cube: xr.Dataset, results: str, storage_options: dict[str, Any] | None, plan: ExperimentPlan
 ) -> None:
     try:
-        done = open_store(results, "psnr", storage_options=so, verify=True)  # not computed again
+        done = open_store(
+            results, "psnr", storage_options=storage_options, verify=True
+        )  # not computed again
     except schema.StoreError as err:
-        why = why_not_removable(results, "psnr", so)
+        why = why_not_removable(results, "psnr", storage_options)
         hint = f"it {why}: move it away" if why else "use --overwrite"
         raise FileExistsError(
             f"results {results!r} already exist but are not usable ({err}) ({hint})"
         ) from err
     changed = sorted(plan.changed(_run_plan(done)))
     if changed == ["images_store"]:  # moved or copied with its images store: the same link?
-        found, _ = images_store_of(done.attrs, results, so)
+        found, _ = images_store_of(done.attrs, results, storage_options)
         given = plan.images_store
-        if found and given and relation(found, given, so) == "same":
+        if found and given and relation(found, given, storage_options) == "same":
             changed = []
     if changed:
         raise FileExistsError(
@@ -592,10 +597,10 @@ def _check_complete(
         )
 
 
-def _results_ready(cube: xr.Dataset, results: str, so: dict[str, Any] | None) -> bool:
+def _results_ready(cube: xr.Dataset, results: str, storage_options: dict[str, Any] | None) -> bool:
     """True when an interrupted run's results store has all its metadata and labels."""
     try:
-        ds = xr.open_zarr(results, storage_options=so, consolidated=True)
+        ds = xr.open_zarr(results, storage_options=storage_options, consolidated=True)
         schema.validate(ds, "psnr", name=results)
     except Exception:  # missing, half-created or foreign: create it again
         return False
@@ -604,15 +609,15 @@ def _results_ready(cube: xr.Dataset, results: str, so: dict[str, Any] | None) ->
     )
 
 
-def _create_results(cube: xr.Dataset, results: str, so: dict[str, Any] | None) -> None:
+def _create_results(cube: xr.Dataset, results: str, storage_options: dict[str, Any] | None) -> None:
     """A new results store: metadata and labels; forget the chunks marked as written.
 
     Called with the run's plan in ``RESULTS.partial``: anything at RESULTS was created by this
     run (the plan was written while RESULTS did not exist), so it may be replaced.
     """
-    remove_partial(results, so, kind="psnr", entry="done")
-    remove_store(results, so, kind="psnr", ours=True)
-    create_store(cube, results, storage_options=so)
+    remove_partial(results, storage_options, kind="psnr", entry="done")
+    remove_store(results, storage_options, kind="psnr", ours=True)
+    create_store(cube, results, storage_options=storage_options)
     durable_moment("run:created")
 
 
@@ -634,12 +639,14 @@ def chunks_per_task_for(n_units: int) -> int:
 
 
 def _images_in_blocks(
-    images: xr.Dataset, store: str, n_images: int, so: dict[str, Any] | None
+    images: xr.Dataset, store: str, n_images: int, storage_options: dict[str, Any] | None
 ) -> xr.Dataset:
     """``images`` with its pixels read ``n_images`` a dask block (one read task per block)."""
     import zarr
 
-    array = zarr.open_array(f"{store.rstrip('/')}/{schema.IMAGES}", mode="r", storage_options=so)
+    array = zarr.open_array(
+        f"{store.rstrip('/')}/{schema.IMAGES}", mode="r", storage_options=storage_options
+    )
     pixels = da.from_zarr(array, chunks=(n_images, -1, -1, -1))
     variable = images[schema.IMAGES]
     return images.assign({schema.IMAGES: (variable.dims, pixels, variable.attrs)})
@@ -648,7 +655,7 @@ def _images_in_blocks(
 def _write_cube(
     cube: xr.Dataset,
     results: str,
-    so: dict[str, Any] | None,
+    storage_options: dict[str, Any] | None,
     progress: bool | None,
     say: Callable[[str], None],
     regrouped: Callable[[int], xr.Dataset],
@@ -662,13 +669,17 @@ def _write_cube(
     """
     import zarr
 
-    target = zarr.open_array(f"{results.rstrip('/')}/{schema.PSNR}", mode="r", storage_options=so)
+    target = zarr.open_array(
+        f"{results.rstrip('/')}/{schema.PSNR}", mode="r", storage_options=storage_options
+    )
     unit = write_unit(target)
     bounds = unit_bounds(0, cube.sizes[schema.IMAGE], unit)
-    done = done_units(results, {k: {"start": a, "stop": b} for k, (a, b) in enumerate(bounds)}, so)
+    done = done_units(
+        results, {k: {"start": a, "stop": b} for k, (a, b) in enumerate(bounds)}, storage_options
+    )
     if done:
         say(f"resumed an interrupted run: {len(done)} of {len(bounds)} chunks were already written")
-    tasks = _write_tasks(cube, results, unit, done, regrouped, chunks_per_task, so)
+    tasks = _write_tasks(cube, results, unit, done, regrouped, chunks_per_task, storage_options)
     compute(*tasks, progress=progress, label=f"computing and writing {len(tasks)} result chunks")
 
 
@@ -679,7 +690,7 @@ def _write_tasks(
     done: set[int],
     regrouped: Callable[[int], xr.Dataset],
     chunks_per_task: int | None,
-    so: dict[str, Any] | None,
+    storage_options: dict[str, Any] | None,
 ) -> list[Any]:
     """The delayed tasks of :func:`_write_cube`, for write units of ``unit`` images.
 
@@ -708,7 +719,9 @@ def _write_tasks(
         todo = [(k, *bounds[k]) for k in members if k not in done]
         if todo:
             key = f"pupsnr-write-{token}-{g:08d}"
-            tasks.append(task(results, todo, start, blocks[g], so, names, dask_key_name=key))
+            tasks.append(
+                task(results, todo, start, blocks[g], storage_options, names, dask_key_name=key)
+            )
     return tasks
 
 
@@ -726,12 +739,12 @@ def _write_units(
     units: Sequence[tuple[int, int, int]],
     start: int,
     stacked: np.ndarray,
-    so: dict[str, Any] | None,
+    storage_options: dict[str, Any] | None,
     names: Sequence[str],
 ) -> None:
     """Worker task: write each ``(unit, start, stop)`` of the block of images from ``start``."""
     for unit, a, b in units:
-        _write_unit(results, unit, a, b, stacked[:, a - start : b - start], so, names)
+        _write_unit(results, unit, a, b, stacked[:, a - start : b - start], storage_options, names)
 
 
 def _write_unit(
@@ -740,7 +753,7 @@ def _write_unit(
     start: int,
     stop: int,
     stacked: np.ndarray,
-    so: dict[str, Any] | None,
+    storage_options: dict[str, Any] | None,
     names: Sequence[str] = (schema.MSE, schema.PSNR),
 ) -> None:
     """Worker task: write one chunk (or shard) of every variable ``names``, then its marker."""
@@ -748,9 +761,9 @@ def _write_unit(
 
     for name, block in zip(names, stacked, strict=True):
         url = f"{results.rstrip('/')}/{name}"
-        array = zarr.open_array(url, mode="r+", storage_options=so)
+        array = zarr.open_array(url, mode="r+", storage_options=storage_options)
         array.with_config({"write_empty_chunks": True})[start:stop] = block
-    mark_done(results, unit, {"start": start, "stop": stop}, so)
+    mark_done(results, unit, {"start": start, "stop": stop}, storage_options)
     durable_moment(f"run:unit:{unit}")
 
 

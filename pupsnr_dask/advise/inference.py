@@ -152,15 +152,17 @@ def infer_write_score(
     unit: int,
     start: int,
     stop: int,
-    so: dict[str, Any] | None,
+    storage_options: dict[str, Any] | None,
 ) -> tuple[np.ndarray, list]:
     """Worker task: infer a chunk, write it to the outputs store, mark it done, score it."""
     import zarr
 
     outputs = predict_kernel(img_true, spec, variant, keys)
-    array = zarr.open_array(f"{store.rstrip('/')}/{schema.IMAGES}", mode="r+", storage_options=so)
+    array = zarr.open_array(
+        f"{store.rstrip('/')}/{schema.IMAGES}", mode="r+", storage_options=storage_options
+    )
     array.with_config({"write_empty_chunks": True})[start:stop] = outputs
-    mark_done(store, unit, {"start": start, "stop": stop}, so)
+    mark_done(store, unit, {"start": start, "stop": stop}, storage_options)
     durable_moment(f"advise:unit:{unit}")
     return metric(img_true, outputs), []
 
@@ -258,10 +260,10 @@ def outputs_dataset(job: OutputsJob) -> xr.Dataset:
 
 def _create_outputs(job: OutputsJob) -> None:
     """A new outputs store (under our plan: anything at STORE was created by this writer)."""
-    so = job.storage_options
-    remove_partial(job.store, so, kind="images", entry="done")
-    remove_store(job.store, so, kind="images", ours=True)
-    create_store(outputs_dataset(job), job.store, storage_options=so)
+    storage_options = job.storage_options
+    remove_partial(job.store, storage_options, kind="images", entry="done")
+    remove_store(job.store, storage_options, kind="images", ours=True)
+    create_store(outputs_dataset(job), job.store, storage_options=storage_options)
     durable_moment("advise:created")
 
 
@@ -286,9 +288,9 @@ def prepare_outputs(job: OutputsJob, say: Callable[[str], None]) -> bool:
     FileExistsError
         When STORE exists and is not these outputs (it is never deleted).
     """
-    so, store, plan = job.storage_options, job.store, job.plan
-    if store_exists(partial_path(store), so):
-        doc = read_plan(store, so)
+    storage_options, store, plan = job.storage_options, job.store, job.plan
+    if store_exists(partial_path(store), storage_options):
+        doc = read_plan(store, storage_options)
         old = OutputsPlan.from_json(doc)
         if old == plan:
             if not _store_ready(job):
@@ -296,17 +298,19 @@ def prepare_outputs(job: OutputsJob, say: Callable[[str], None]) -> bool:
             return True
         if old is not None:
             raise other_parameters(store, "advise --model", plan.changed(old))
-        if doc is not None or store_exists(store, so):
+        if doc is not None or store_exists(store, storage_options):
             raise FileExistsError(
                 f"{partial_path(store)!r} is the journal of another pupsnr command (not of "
                 "advise --model): finish it, or choose another --save-outputs"
             )
-    elif store_exists(store, so):
+    elif store_exists(store, storage_options):
         _check_complete(job)
         say(f"{store} already holds these outputs: the model is not run again")
         return False
-    start_partial(store, "images", so)  # only a marker (a writer killed before its plan)
-    write_plan(store, plan, so)  # type: ignore[arg-type]
+    start_partial(
+        store, "images", storage_options
+    )  # only a marker (a writer killed before its plan)
+    write_plan(store, plan, storage_options)  # type: ignore[arg-type]
     _create_outputs(job)
     return True
 
@@ -347,14 +351,16 @@ def _write_tasks(
     """One task per chunk of the store: infer, write, mark, score; or score what is written."""
     import zarr
 
-    so, store = job.storage_options, job.store
-    target = zarr.open_array(f"{store.rstrip('/')}/{schema.IMAGES}", mode="r", storage_options=so)
+    storage_options, store = job.storage_options, job.store
+    target = zarr.open_array(
+        f"{store.rstrip('/')}/{schema.IMAGES}", mode="r", storage_options=storage_options
+    )
     bounds = unit_bounds(0, len(keys), write_unit(target))
     if written:
         done = set(range(len(bounds)))
     else:
         expected = {k: {"start": a, "stop": b} for k, (a, b) in enumerate(bounds)}
-        done = done_units(store, expected, so)
+        done = done_units(store, expected, storage_options)
         if done:
             say(f"resumed an interrupted inference: {len(done)} of {len(bounds)} chunks written")
     sizes = tuple(b - a for a, b in bounds)
@@ -369,7 +375,7 @@ def _write_tasks(
         if k in done:
             tasks.append(score(blocks[k], saved[k], metric, dask_key_name=key))
         else:
-            args = (spec, variant, metric, store, k, a, b, so)
+            args = (spec, variant, metric, store, k, a, b, storage_options)
             tasks.append(infer(blocks[k], list(keys[a:b]), *args, dask_key_name=key))
     return tasks
 
@@ -422,18 +428,19 @@ def score_model(
         check_workers_see(sources_of or {})
         tasks = fused_tasks(img_true, keys, spec, variant, metric, batch_size)
         return _scores(compute(*tasks, progress=progress))
-    so = outputs.storage_options
-    with StoreLock(outputs.store, so) as lock:
+    storage_options = outputs.storage_options
+    with StoreLock(outputs.store, storage_options) as lock:
         if lock.taken_over:
             say(f"took over the lock of a process that died ({describe(lock.taken_over)})")
         check_workers_see(
-            {**(sources_of or {}), "the folder of --save-outputs": lock_path(outputs.store)}, so
+            {**(sources_of or {}), "the folder of --save-outputs": lock_path(outputs.store)},
+            storage_options,
         )
         fresh = prepare_outputs(outputs, say)
         tasks = _write_tasks(outputs, img_true, keys, spec, variant, metric, not fresh, say)
         scores = _scores(compute(*tasks, progress=progress))
         if fresh:
-            forget(outputs.store, so, kind="images")
+            forget(outputs.store, storage_options, kind="images")
     return scores
 
 
@@ -442,7 +449,7 @@ def _scores(parts: Sequence[tuple[np.ndarray, list]]) -> np.ndarray:
 
 
 def check_outputs_location(
-    store: str, images_store: str, results: str, so: dict[str, Any] | None
+    store: str, images_store: str, results: str, storage_options: dict[str, Any] | None
 ) -> None:
     """Refuse ``--save-outputs`` at (or around) the images store or the results."""
     for source, name in ((images_store, "the images store"), (results, "RESULTS")):
@@ -452,5 +459,5 @@ def check_outputs_location(
             output_name="--save-outputs",
             source_name=name,
             overwrite=False,
-            storage_options=so,
+            storage_options=storage_options,
         )

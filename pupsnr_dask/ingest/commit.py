@@ -87,14 +87,14 @@ def finalize(job: Job, plan: IngestPlan, records: list[Record]) -> list[str]:
     kept = [records[i] for i in accepted]
     rejected = [r for r in records if not r.accepted]
     n0 = plan.base.images
-    so = job.storage_options
+    storage_options = job.storage_options
     created = _created_doc(records)
-    if not done_units(job.store, {0: created}, so, step=CREATED):
+    if not done_units(job.store, {0: created}, storage_options, step=CREATED):
         # Pixels copied for another outcome of the staging (a file changed meanwhile): stale.
-        remove_partial(job.store, so, kind="images", entry=f"{DONE_FOLDER}/{COPIED}")
+        remove_partial(job.store, storage_options, kind="images", entry=f"{DONE_FOLDER}/{COPIED}")
         if n0 == 0:
             if not accepted:
-                remove_partial(job.store, so, kind="images")
+                remove_partial(job.store, storage_options, kind="images")
                 reasons = Counter(r.reason for r in rejected)
                 raise ValueError(
                     f"SRC {job.src!r} holds no colour images: "
@@ -103,7 +103,7 @@ def finalize(job: Job, plan: IngestPlan, records: list[Record]) -> list[str]:
             _create_store(job, kept, rejected, len(records))
         else:
             _extend_store(job, plan, kept, rejected, len(records))
-        mark_done(job.store, 0, created, so, step=CREATED)
+        mark_done(job.store, 0, created, storage_options, step=CREATED)
     durable_moment("ingest:final-created")
     digests = _copy_images(job, plan, accepted, n0)
     if n0:
@@ -247,8 +247,8 @@ def _copy_images(job: Job, plan: IngestPlan, accepted: list[int], n0: int) -> li
     """
     import zarr
 
-    so = job.storage_options
-    final = zarr.open_array(job.url(schema.IMAGES), mode="r", storage_options=so)
+    storage_options = job.storage_options
+    final = zarr.open_array(job.url(schema.IMAGES), mode="r", storage_options=storage_options)
     bounds = unit_bounds(n0, n0 + len(accepted), write_unit(final))
     done = _copied_units(job, bounds)
     last = _last_use(accepted, bounds, n0, plan.params.chunk_size)
@@ -330,11 +330,11 @@ def consumed_batches(job: Job, plan: IngestPlan, records: list[Record]) -> set[i
     accepted = [i for i, r in enumerate(records) if r.accepted]
     n_batches = len(batches(plan))
     n0, chunk = plan.base.images, plan.params.chunk_size
-    so = job.storage_options
-    if not done_units(job.store, {0: _created_doc(records)}, so, step=CREATED):
+    storage_options = job.storage_options
+    if not done_units(job.store, {0: _created_doc(records)}, storage_options, step=CREATED):
         return consumed(_last_use(accepted, [(n0, n0 + len(accepted))], n0, chunk), (), n_batches)
     try:
-        final = zarr.open_array(job.url(schema.IMAGES), mode="r", storage_options=so)
+        final = zarr.open_array(job.url(schema.IMAGES), mode="r", storage_options=storage_options)
     except Exception:  # not there after all: every batch with images is needed
         return consumed(_last_use(accepted, [(n0, n0 + len(accepted))], n0, chunk), (), n_batches)
     bounds = unit_bounds(n0, n0 + len(accepted), write_unit(final))
@@ -360,15 +360,15 @@ def _copy_unit(job: Job, rows: list[int], start: int, unit: int) -> CopiedUnit:
     """Worker task: copy staged ``rows`` to ``images[start:start + len(rows)]``, mark it."""
     import zarr
 
-    so = job.storage_options
-    staging = zarr.open_array(job.staging, mode="r", storage_options=so)
+    storage_options = job.storage_options
+    staging = zarr.open_array(job.staging, mode="r", storage_options=storage_options)
     first = rows[0]
     span = staging[first : rows[-1] + 1]  # whole chunks, one read each: no orthogonal copy
     block = span[np.asarray(rows, dtype=np.int64) - first]
-    final = zarr.open_array(job.url(schema.IMAGES), mode="r+", storage_options=so)
+    final = zarr.open_array(job.url(schema.IMAGES), mode="r+", storage_options=storage_options)
     final.with_config({"write_empty_chunks": True})[start : start + len(rows)] = block
     done = CopiedUnit(start, start + len(rows), tuple(pixel_digests(block)))
-    mark_done(job.store, unit, done.to_json(), so, step=COPIED)
+    mark_done(job.store, unit, done.to_json(), storage_options, step=COPIED)
     durable_moment(f"ingest:final-unit:{unit}")
     return done
 

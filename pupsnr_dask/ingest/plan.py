@@ -95,12 +95,12 @@ def check_ingest_args(size: int, threshold: float, test_count: int, chunk_size: 
 
 def interrupted_plan(job: Job, notes: list[str]) -> IngestPlan | None:
     """The plan of an interrupted ingest into the same store, if one can be resumed."""
-    so = job.storage_options
-    if not store_exists(job.partial, so):
+    storage_options = job.storage_options
+    if not store_exists(job.partial, storage_options):
         return None
-    plan = IngestPlan.from_json(read_plan(job.store, so))
+    plan = IngestPlan.from_json(read_plan(job.store, storage_options))
     if plan is None or not _staging_usable(job, plan):
-        remove_partial(job.store, so, kind="images")
+        remove_partial(job.store, storage_options, kind="images")
         notes.append(f"discarded unusable leftovers of an earlier ingest: {job.partial}")
         return None
     old, new = asdict(plan.params), asdict(job.params)
@@ -145,13 +145,13 @@ def plan_new_files(job: Job, sources: list[str], notes: list[str]) -> IngestPlan
 
 def existing_store(job: Job) -> tuple[IngestBase, set[str]] | None:
     """What a finished store at ``job.store`` holds (and the sources it knows), checked."""
-    so = job.storage_options
-    if not store_exists(job.store, so):
+    storage_options = job.storage_options
+    if not store_exists(job.store, storage_options):
         return None
     try:
-        ds = open_store(job.store, "images", storage_options=so)
+        ds = open_store(job.store, "images", storage_options=storage_options)
     except schema.StoreError as err:
-        why = why_not_removable(job.store, "images", so)
+        why = why_not_removable(job.store, "images", storage_options)
         # --overwrite deletes only stores that pupsnr wrote
         hint = f"it {why}: move it away" if why else "use --overwrite to replace it"
         raise FileExistsError(
@@ -160,7 +160,7 @@ def existing_store(job: Job) -> tuple[IngestBase, set[str]] | None:
         ) from err
     attrs = ds.attrs
     recorded = {
-        "src": canonical_src(str(attrs.get("src", "")), so),
+        "src": canonical_src(str(attrs.get("src", "")), storage_options),
         "size": attrs.get("size"),
         "threshold": attrs.get("threshold"),
         "chunk_size": attrs.get("chunk_size", ds[schema.IMAGES].encoding.get("chunks", [0])[0]),
@@ -188,8 +188,8 @@ def _start(job: Job, plan: IngestPlan) -> None:
     """Create ``STORE.partial``: the staging array, then the plan (its presence means usable)."""
     import zarr
 
-    so = job.storage_options
-    start_partial(job.store, "images", so)  # discards an earlier journal of ours
+    storage_options = job.storage_options
+    start_partial(job.store, "images", storage_options)  # discards an earlier journal of ours
     size, chunk = plan.params.size, plan.params.chunk_size
     zarr.create_array(
         job.staging,
@@ -198,7 +198,7 @@ def _start(job: Job, plan: IngestPlan) -> None:
         dtype="uint8",
         fill_value=0,
         compressors=pixels_compressors(),
-        storage_options=so,
+        storage_options=storage_options,
     )
-    write_plan(job.store, plan, so)
+    write_plan(job.store, plan, storage_options)
     durable_moment("ingest:planned")

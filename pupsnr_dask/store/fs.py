@@ -500,7 +500,7 @@ def _foreign(files: list[str]) -> list[str]:
 
 
 def _why_not_store(
-    store: str, tree: _Tree, kind: StoreKind, ours: bool, so: dict[str, Any] | None
+    store: str, tree: _Tree, kind: StoreKind, ours: bool, storage_options: dict[str, Any] | None
 ) -> str | None:
     if tree.is_file:
         return "is a file, not a store"
@@ -508,7 +508,7 @@ def _why_not_store(
         return f"holds a symbolic link ({tree.links[0]!r})"
     if not tree.files:
         return None  # only empty folders: nothing to lose
-    found = stored_kind(store, so)
+    found = stored_kind(store, storage_options)
     if found != kind and not ours:
         return (
             f"is a pupsnr {found!r} store, not a {kind!r} one"

@@ -56,7 +56,7 @@ PARTIAL_ENTRIES = frozenset(
 
 
 def _why_not_partial(
-    store: str, tree: _Tree, kind: StoreKind, so: dict[str, Any] | None
+    store: str, tree: _Tree, kind: StoreKind, storage_options: dict[str, Any] | None
 ) -> str | None:
     if tree.is_file:
         return "is a file, not a pupsnr journal"
@@ -69,10 +69,12 @@ def _why_not_partial(
     if odd:
         return f"holds {odd[0]!r}, which pupsnr never writes there"
     partial = partial_path(store)
-    marker = read_json(f"{partial}/{PARTIAL_MARKER}", so)
+    marker = read_json(f"{partial}/{PARTIAL_MARKER}", storage_options)
     if isinstance(marker, dict) and marker.get(KIND_ATTR) == kind:
         return None
-    plan = read_json(f"{partial}/plan.json", so)  # written by older versions, no marker
+    plan = read_json(
+        f"{partial}/plan.json", storage_options
+    )  # written by older versions, no marker
     if isinstance(plan, dict) and set(_PLAN_KEYS[kind]) <= set(plan):
         return None
     return f"holds no pupsnr {kind!r} journal ({PARTIAL_MARKER} or plan.json)"

@@ -326,7 +326,7 @@ def images_store_of(
         Where the results store is (path or URL); None when unknown (then only the absolute
         location is tried).
     """
-    so = dict(storage_options) if storage_options else None
+    storage_options = dict(storage_options) if storage_options else None
     tried = []
     relative = attrs.get(IMAGES_STORE_RELATIVE_ATTR)
     if isinstance(relative, str) and relative and results:
@@ -337,7 +337,9 @@ def images_store_of(
     if not tried:
         return None, "the results do not record their images store: pass --images STORE"
     for location, how in tried:
-        if store_exists(location, so) or store_exists(partial_path(location), so):
+        if store_exists(location, storage_options) or store_exists(
+            partial_path(location), storage_options
+        ):
             return location, how
     names = " nor ".join(repr(loc) for loc, _ in tried)
     return tried[-1][0], f"the recorded images store is missing (neither {names} exists)"
