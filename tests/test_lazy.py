@@ -143,6 +143,25 @@ def test_store_errors_of_run_import_neither_xarray_nor_dask(results_store, tmp_p
         assert message in err, (name, err)
 
 
+def test_argument_errors_of_ingest_import_neither_xarray_nor_dask_array(sample_dir, tmp_path):
+    """A missing SRC and a --size that the scales do not divide: one line, exit 2, without
+    xarray, zarr, dask.array or distributed (the ingest package imports them where it uses
+    them)."""
+    cases = {
+        "missing SRC": (["ingest", tmp_path / "nope", "-o", tmp_path / "d.zarr"], "does not exist"),
+        "size 7": (
+            ["ingest", sample_dir, "-o", tmp_path / "d.zarr", "--size", "7"],
+            "size must be a positive multiple of 32",
+        ),
+    }
+    for name, (argv, message) in cases.items():
+        code, heavy, err = _imports_of(argv, tmp_path)
+        assert code == 2, (name, err)
+        assert not set(heavy) & {"xarray", "zarr", "dask.array", "distributed"}, (name, heavy)
+        assert message in err, (name, err)
+    assert not (tmp_path / "d.zarr").exists()
+
+
 @pytest.mark.parametrize("fmt", ["text", "csv", "json"])
 def test_report_tables_start_no_cluster_and_build_no_dask_array(results_store, tmp_path, fmt):
     """``pupsnr report`` (no --plot, no --html) reads the results into NumPy: distributed is

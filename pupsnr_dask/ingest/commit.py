@@ -18,7 +18,6 @@ from typing import Any
 
 import dask
 import numpy as np
-import xarray as xr
 from dask.base import tokenize
 
 from pupsnr_dask import schema
@@ -155,7 +154,8 @@ def _columns(kept: list[Record], start: int) -> dict[str, np.ndarray]:
 
 def _create_store(job: Job, kept: list[Record], rejected: list[Record], n_files: int) -> None:
     """A new store: metadata, labels and attributes; the pixels are copied afterwards."""
-    import dask.array as da
+    import dask.array as da  # here, not at the top: ingest's argument errors answer without it
+    import xarray as xr
 
     size, chunk = job.params.size, job.params.chunk_size
     columns = _columns(kept, 0)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pupsnr_dask import schema
-from pupsnr_dask.experiment import SCALES
+from pupsnr_dask.defaults import DEFAULT_SCALES as SCALES
 from pupsnr_dask.ingest.listing import canonical_src
 from pupsnr_dask.kernels.image import escaped_name
 from pupsnr_dask.store.codecs import compressors
