@@ -353,9 +353,12 @@ def assert_interrupted(outcome: tuple[int, str, str]) -> None:
 
 def test_ctrl_c_during_ingest_and_run_is_one_line_and_the_rerun_resumes(sample_dir, tmp_path):
     store, results = tmp_path / "data.zarr", tmp_path / "psnr.zarr"
-    sync_ingest(sample_dir, tmp_path / "reference.zarr", chunk_size=2)
+    src = tmp_path / "src"  # four copies of the samples: enough work left when the signal comes
+    for k in range(4):
+        shutil.copytree(sample_dir, src / f"copy{k}")
+    sync_ingest(src, tmp_path / "reference.zarr", chunk_size=2)
     records = Path(partial_path(str(store))) / "done" / "batch"  # staged batches' markers
-    argv = pupsnr("ingest", str(sample_dir), "-o", str(store), "--chunk-size", "2",
+    argv = pupsnr("ingest", str(src), "-o", str(store), "--chunk-size", "2",
                   "--n-workers", "2")  # fmt: skip
     log = tmp_path / "stderr.txt"
     assert_interrupted(interrupted(argv, lambda: records.is_dir() and any(records.iterdir()), log))

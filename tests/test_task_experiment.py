@@ -374,6 +374,33 @@ def test_the_html_report_of_a_task_run_draws_every_input(task_results, tmp_path)
         assert f">{variant}<" in text, variant
 
 
+def test_the_html_page_of_ssim_has_its_tables_extremes_and_no_mean_mse(task_results, tmp_path):
+    """``report --html --metric ssim``: the page is about SSIM (title, tables with 4 decimals,
+    extremes ranked by SSIM), with no "PSNR of the mean MSE" table, and PSNR stays the default."""
+    from pupsnr_dask import query
+    from pupsnr_dask.report.summary import statistic_frame
+    from pupsnr_dask.report.tables import render
+
+    page = tmp_path / "ssim.html"
+    assert main(["report", str(task_results), "--html", str(page), "--metric", "ssim", "-q"]) == 0
+    text = page.read_text()
+    assert "<h1>pupsnr: SSIM of the PU transform</h1>" in text
+    assert "PSNR of the mean MSE" not in text and "Mean PSNR" not in text
+    ds = open_results(str(task_results))
+    summary = query.summarize(ds, metric="ssim")
+    for stat in ("mean_ssim", "std_ssim"):
+        assert render(statistic_frame(summary, stat), "html") in text, stat
+    assert "Mean of the finite SSIM values [95% interval]" in text
+    values = xr.open_zarr(task_results)["ssim"].sel(variant="jpeg20", scale=2).values
+    worst = query.extremes(ds, "jpeg20", 2, n=3, metric="ssim", progress=False)
+    assert worst.values.tolist() == sorted(values)[:3]
+    for image, value in zip(worst.image.values.tolist(), worst.values.tolist(), strict=True):
+        assert f"image {image}: " in text and f"SSIM {value:.4f}" in text
+    psnr_page = tmp_path / "psnr.html"
+    assert main(["report", str(task_results), "--html", str(psnr_page), "-q"]) == 0
+    assert "PSNR of the mean MSE" in psnr_page.read_text()
+
+
 def test_extremes_of_any_metric_are_its_sorted_ends(task_results):
     from pupsnr_dask import query
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from pupsnr_dask.cli.options import absolute, absolute_or_none, storage_option
-from pupsnr_dask.defaults import DEFAULT_TOP, FORMATS, SPLITS, Format, Split
+from pupsnr_dask.defaults import DEFAULT_METRIC, DEFAULT_TOP, FORMATS, SPLITS, Format, Split
 from pupsnr_dask.helptext import Command
 
 if TYPE_CHECKING:
@@ -27,12 +27,13 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--metric",
-    default="psnr",
+    default=DEFAULT_METRIC,
     show_default=True,
     metavar="NAME",
-    help="Which metric the table and --plot show: psnr, or psnr_y / ssim when RESULTS hold them "
-    "(`pupsnr run --metrics`). PSNR adds the PSNR of the mean MSE; the others show the mean "
-    "and standard deviation of the per-image values. All are higher-is-better.",
+    help="Which metric the table, --plot and --html show (the page ranks its extremes by it): "
+    "psnr, or psnr_y / ssim when RESULTS hold them (`pupsnr run --metrics`). PSNR adds the "
+    "PSNR of the mean MSE; the others show the mean and standard deviation of the per-image "
+    "values. All are higher-is-better.",
 )
 @click.option(
     "--plot",
@@ -117,5 +118,6 @@ def report_cmd(
                 top=top,
                 storage_options=storage_options,
                 progress=progress,
+                metric=metric,
             )
         click.echo(f"pupsnr: HTML report written to {html_file} ({note})", err=True)

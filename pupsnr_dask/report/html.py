@@ -42,9 +42,9 @@ import xarray as xr
 from markupsafe import Markup
 from PIL import Image, features
 
-from pupsnr_dask import grid, query, schema
+from pupsnr_dask import grid, query, registry, schema
 from pupsnr_dask.cluster import compute
-from pupsnr_dask.defaults import DEFAULT_TOP, Split
+from pupsnr_dask.defaults import DEFAULT_METRIC, DEFAULT_TOP, Split
 from pupsnr_dask.report import plots, summary, tables
 from pupsnr_dask.store.zarr_io import open_store
 
@@ -230,8 +230,9 @@ def build_html(
     images_note: str = "",
     storage_options: dict[str, Any] | None = None,
     progress: bool | None = None,
+    metric: str = DEFAULT_METRIC,
 ) -> str:
-    """The HTML page of a results store.
+    """The HTML page of a results store, for one of the metrics it holds.
 
     Parameters
     ----------
@@ -251,6 +252,9 @@ def build_html(
         fsspec options, to read the stores' dates.
     progress : bool, optional
         Progress bars while reading; by default when standard error is a terminal.
+    metric : str
+        What the tables, the plot and the extremes rank by: ``psnr``, or ``psnr_y`` / ``ssim``
+        when ``results`` hold them (higher is better for each). The PU grids show PSNR.
 
     Returns
     -------
@@ -259,10 +263,11 @@ def build_html(
     """
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ValueError(f"top must be a positive integer, got {top!r}")
+    spec = query.check_metric(results, metric)
     cube = query.load_cube(results, split, progress=progress)
     if cube.sizes[schema.IMAGE] == 0:
         raise ValueError(f"no images in split {split!r}")
-    picks = _extremes(cube, top)
+    picks = _extremes(cube, top, metric)
     pictures = _pictures(images, cube, picks, progress) if images is not None else None
     names = (results_name, images_name)
     return tables.template("report.html.j2").render(
@@ -272,13 +277,17 @@ def build_html(
         split=split,
         results_name=results_name or "(in memory)",
         generated=_now(),
-        tables=_tables(cube, split),
-        plot=figure_uri(plots.png_bytes(plots.psnr_figure(cube))),
+        metric=metric,
+        measure=spec.long_name,
+        units=f" ({spec.units})" if spec.units == "dB" else "",
+        aggregate=spec.aggregate,
+        tables=_tables(cube, split, metric),
+        plot=figure_uri(plots.png_bytes(plots.psnr_figure(cube, metric=metric))),
         top=top,
         images_note=images_note,
         pictures=pictures,
         thumbs=[(i, entry["thumb"]) for i, entry in (pictures or {}).items()],
-        extremes=_extremes_rows(cube, picks, pictures),
+        extremes=_extremes_rows(cube, picks, pictures, spec),
         grids=[entry for entry in (pictures or {}).values() if "grid" in entry],
         without_grid=[e["source"] for e in (pictures or {}).values() if "grid" not in e],
         provenance=_provenance(results, images, cube, names, images_note, storage_options),
@@ -292,17 +301,24 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _tables(cube: xr.Dataset, split: str) -> list[tuple[str, Markup]]:
+def _tables(cube: xr.Dataset, split: str, metric: str) -> list[tuple[str, Markup]]:
     """The statistics tables and the interval table, rendered by the one table renderer."""
-    table = query.summary_table(cube)
+    table = query.summary_table(cube, metric=metric)
     table.attrs["split"] = split
-    frames = [(title, summary.statistic_frame(table, s)) for s, title in summary.STATISTICS.items()]
-    frames.append(("Mean of the finite PSNRs (dB) [95% interval]", summary.interval_frame(table)))
+    names = query.statistic_names(metric)
+    frames = [(title, summary.statistic_frame(table, s)) for s, title in names.items()]
+    spec = registry.METRICS[metric]
+    units = f" ({spec.units})" if spec.units == "dB" else ""
+    title = f"Mean of the finite {spec.long_name} values{units} [95% interval]"
+    frames.append((title, summary.interval_frame(table)))
     return [(title, Markup(tables.render(df, "html"))) for title, df in frames]
 
 
-def _extremes(cube: xr.Dataset, top: int) -> Picks:
-    """Lowest and highest ``top`` per variant x scale; None where every PSNR is +inf."""
+def _extremes(cube: xr.Dataset, top: int, metric: str = schema.PSNR) -> Picks:
+    """Lowest and highest ``top`` per variant x scale by ``metric``; None: every PSNR is +inf.
+
+    Every image identical to its target at that scale: there is no worst or best.
+    """
     picks: Picks = {}
     for variant in cube[schema.VARIANT].values.tolist():
         for scale in cube[schema.SCALE].values.tolist():
@@ -310,8 +326,13 @@ def _extremes(cube: xr.Dataset, top: int) -> Picks:
             if np.isposinf(values.values).all():
                 picks[variant, scale] = None
                 continue
-            low = query.extremes(cube, variant, scale, n=top, lowest=True, progress=False)
-            high = query.extremes(cube, variant, scale, n=top, lowest=False, progress=False)
+            ends = [
+                query.extremes(
+                    cube, variant, scale, n=top, lowest=lowest, progress=False, metric=metric
+                )
+                for lowest in (True, False)
+            ]
+            low, high = ends
             picks[variant, scale] = (low, high)
     return picks
 
@@ -385,14 +406,22 @@ def grid_context(cells: xr.DataArray, cell_px: int = GRID_CELL_PX) -> dict[str, 
 
 
 def _thumb(
-    value: float, image: int, source: str, name: str, pictures: Pictures | None
+    value: float,
+    image: int,
+    source: str,
+    name: str,
+    pictures: Pictures | None,
+    spec: registry.MetricSpec,
 ) -> dict[str, Any]:
     """What the template draws of one thumbnail; ``picture`` says whether it has one."""
-    label = "∞" if np.isinf(value) else f"{value:.2f} dB"
+    if np.isinf(value):
+        label = "∞"
+    else:
+        label = f"{value:.2f} dB" if spec.units == "dB" else f"{value:.4f}"
     out = {
         "image": image,
         "label": label,
-        "title": f"image {image}: {source}, PSNR {label}",
+        "title": f"image {image}: {source}, {spec.long_name} {label}",
         "name": Markup("<wbr>").join(re.split(r"(?<=[/_ -])", name)),  # escapes each part
         "picture": False,
     }
@@ -403,11 +432,14 @@ def _thumb(
 
 
 def _thumbs(
-    arr: xr.DataArray, names: dict[int, str], pictures: Pictures | None
+    arr: xr.DataArray,
+    names: dict[int, str],
+    pictures: Pictures | None,
+    spec: registry.MetricSpec,
 ) -> list[dict[str, Any]]:
     sources = arr[schema.SOURCE].values.tolist()
     triples = zip(arr.values, arr[schema.IMAGE].values.tolist(), sources, strict=True)
-    return [_thumb(float(v), i, str(src), names[i], pictures) for v, i, src in triples]
+    return [_thumb(float(v), i, str(src), names[i], pictures, spec) for v, i, src in triples]
 
 
 def _shown_sources(picks: Picks) -> dict[int, str]:
@@ -420,13 +452,15 @@ def _shown_sources(picks: Picks) -> dict[int, str]:
     return out
 
 
-def _extremes_rows(cube: xr.Dataset, picks: Picks, pictures: Pictures | None) -> list[dict]:
+def _extremes_rows(
+    cube: xr.Dataset, picks: Picks, pictures: Pictures | None, spec: registry.MetricSpec
+) -> list[dict]:
     """One row a variant x scale: lowest and highest thumbnails, or None (all +inf)."""
     names = captions(_shown_sources(picks))
     rows = []
     for (variant, scale), pair in picks.items():
         res = int(cube[schema.RESOLUTION].sel({schema.SCALE: scale}))
-        ends = None if pair is None else [_thumbs(arr, names, pictures) for arr in pair]
+        ends = None if pair is None else [_thumbs(arr, names, pictures, spec) for arr in pair]
         rows.append({"variant": variant, "scale": scale, "resolution": res, "ends": ends})
     return rows
 
@@ -492,6 +526,7 @@ def write_html(
     top: int = DEFAULT_TOP,
     storage_options: dict[str, Any] | None = None,
     progress: bool | None = None,
+    metric: str = DEFAULT_METRIC,
 ) -> tuple[str, str]:
     """Write the HTML page of the results store at ``results`` to the file ``output``.
 
@@ -514,6 +549,7 @@ def write_html(
         images_note=note,
         storage_options=storage_options,
         progress=progress,
+        metric=metric,
     )
     with open(output, "w", encoding="utf-8") as f:
         f.write(page)

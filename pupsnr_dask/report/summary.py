@@ -66,7 +66,11 @@ def statistic_frame(summary: xr.Dataset, stat: str) -> pd.DataFrame:
 
 
 def interval_frame(summary: xr.Dataset) -> pd.DataFrame:
-    """Mean of the finite PSNRs with its 95% interval, from :func:`query.summary_table`."""
+    """Mean of the finite values with its 95% interval, from :func:`query.summary_table`.
+
+    The values are PSNRs or those of the table's metric: 2 decimals for dB, 4 for SSIM.
+    """
+    d = _digits(summary)
 
     def cell(j: int, k: int) -> str:
         mean = float(summary["finite_mean_psnr_db"].values[j, k])
@@ -74,7 +78,7 @@ def interval_frame(summary: xr.Dataset) -> pd.DataFrame:
         high = float(summary["ci95_high_db"].values[j, k])
         if np.isnan(mean):
             return "—"
-        return f"{mean:.2f}" if np.isnan(low) else f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+        return f"{mean:.{d}f}" if np.isnan(low) else f"{mean:.{d}f} [{low:.{d}f}, {high:.{d}f}]"
 
     return _by_scale(summary, cell)
 
