@@ -282,8 +282,10 @@ def test_run_with_no_worker_left_stops_after_the_timeout_and_resumes(long_store,
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)  # fmt: skip
         try:
-            written = wait_until(lambda: chunk_files(results), "the first results chunk")
+            done = Path(partial_path(str(results))) / "done"  # a chunk is done once marked
+            wait_until(lambda: done.is_dir() and any(done.glob("*.json")), "a chunk's marker")
             kill_group(cluster.workers[0])
+            written = chunk_files(results)
             _, err = proc.communicate(timeout=RUN_TIMEOUT)  # a hang fails here
         finally:
             kill_group(proc)
