@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from pupsnr_dask import registry
@@ -75,3 +76,50 @@ def test_variants_imports_no_dask_xarray_pandas_or_scipy():
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_an_installed_entry_point_input_runs_through_pupsnr_run(images_store, tmp_path):
+    """A distribution on PYTHONPATH adds `swaprb` (entry point, nothing else registered): a
+    `pupsnr run` process finds it by name and its PSNRs equal a per-image NumPy reference."""
+    import os
+    import subprocess
+    import sys
+
+    import xarray as xr
+    from reference import psnr, pu
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "pupsnr_swap_mod.py").write_text(
+        "import numpy as np\n\n"
+        "def swap_rb(images):\n"
+        '    """Red and blue swapped."""\n'
+        "    return np.ascontiguousarray(images[..., ::-1])\n"
+    )
+    info = site / "pupsnr_swap-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pupsnr-swap\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[pupsnr_dask.variants]\nswaprb = pupsnr_swap_mod:swap_rb\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+    }
+    listed = subprocess.run([sys.executable, "-m", "pupsnr_dask", "variants"], env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert "swaprb" in listed.stdout and "pupsnr_swap_mod:swap_rb" in listed.stdout
+    results = tmp_path / "r.zarr"
+    argv = [sys.executable, "-m", "pupsnr_dask", "run", str(images_store), "-o", str(results),
+            "--variants", "true,swaprb", "-q", "--n-workers", "2"]  # fmt: skip
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ds = xr.open_zarr(results)
+    pixels = xr.open_zarr(images_store)["images"].values
+    assert ds["variant"].values.tolist() == ["true", "swaprb"]
+    for i, img in enumerate(pixels):
+        for scale in ds["scale"].values.tolist():
+            expected = psnr(img, pu(np.ascontiguousarray(img[..., ::-1]), scale))
+            got = float(ds["psnr"].sel(variant="swaprb", scale=scale).values[i])
+            assert got == pytest.approx(expected, abs=1e-9) or got == expected == np.inf
