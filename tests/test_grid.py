@@ -65,3 +65,33 @@ def test_pu_cells_put_the_original_first_and_reject_a_wrong_image():
     assert cells.resolution.values.tolist() == [32, 8, 16]
     with pytest.raises(ValueError, match=r"img_true must be a \(size, size, 3\) uint8 image"):
         grid.pu_cells(img_true.astype(np.float64))
+
+
+def test_grid_of_task_inputs_matches_their_run_and_a_pillow_reference(images_store, tmp_path):
+    """`pupsnr grid --variants sr4,jpeg20,noise25,blur2`: a picture; each cell's PSNR equals
+    what `pupsnr run` stored for that image (noise seeded from the image, as in the run), and
+    the sr4 cell at scale 1 is Pillow's BICUBIC down by 4 and back up, pixel for pixel."""
+    import dask
+    from PIL import Image
+
+    from pupsnr_dask import run_experiment
+    from pupsnr_dask.cli import main
+
+    task = ["sr4", "jpeg20", "noise25", "blur2"]
+    picture = tmp_path / "g.png"
+    argv = ["grid", str(images_store), "--image", "1", "--variants", ",".join(task)]
+    assert main([*argv, "-o", str(picture)]) == 0
+    assert Image.open(picture).size[0] > 0
+    results = tmp_path / "task.zarr"
+    with dask.config.set(scheduler="threads"):
+        run_experiment(str(images_store), str(results), variants=task, progress=False)
+    stored = open_store(str(results), "psnr").load()
+    cells = grid.pu_grid(open_store(str(images_store), "images"), 1, task)
+    np.testing.assert_array_equal(
+        cells["psnr"].values, stored["psnr"].sel(variant=task, scale=cells.scale).values[1]
+    )
+    img = open_store(str(images_store), "images")["images"].values[1]
+    size = img.shape[0]
+    low = Image.fromarray(img).resize((size // 4, size // 4), Image.Resampling.BICUBIC)
+    expected = np.asarray(low.resize((size, size), Image.Resampling.BICUBIC))
+    np.testing.assert_array_equal(cells.sel(variant="sr4", scale=1).values, expected)
