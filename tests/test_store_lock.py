@@ -31,16 +31,22 @@ HOLD = textwrap.dedent(
 )
 
 
-def test_a_live_holder_in_another_process_keeps_a_second_writer_out(tmp_path):
-    store = str(tmp_path / "d.zarr")
+def _holding(store: str) -> subprocess.Popen:
+    """Another process that holds the lock of ``store`` until a line on its stdin."""
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, store],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_live_holder_in_another_process_keeps_a_second_writer_out(tmp_path):
+    store = str(tmp_path / "d.zarr")
+    holder = _holding(store)
     try:
-        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(slock.StoreLockedError, match=f"pid {holder.pid} on host"):
             with slock.StoreLock(store):
                 pass
@@ -54,13 +60,7 @@ def test_a_live_holder_in_another_process_keeps_a_second_writer_out(tmp_path):
 
 def test_a_killed_holder_leaves_a_lock_that_is_taken_over(tmp_path):
     store = str(tmp_path / "d.zarr")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, store],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout.readline().strip() == "held"
+    holder = _holding(store)
     holder.kill()
     holder.wait(timeout=30)
     with slock.StoreLock(store) as lk:
