@@ -326,13 +326,28 @@ def test_compute_with_no_worker_at_all_gives_up_after_no_worker_timeout(tmp_path
 # --- Ctrl-C ------------------------------------------------------------------------------------
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupted(argv: list[str], started, log: Path) -> tuple[int, str, str]:
     """Run ``argv`` in a session of its own; once ``started()``, SIGINT its whole group.
+
+    The child starts with SIGINT at its default, as a job in the foreground of a terminal does:
+    started in the background by a shell without job control (``cmd &`` in a script, as CI
+    runners and ``nohup`` do), the tests would hand down an *ignored* SIGINT, which Python keeps
+    ignoring, and the command would rightly run to its end.
 
     Returns the exit status, all of standard error, and what it printed after the signal.
     """
     with open(log, "w+b") as err:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+            preexec_fn=_default_sigint,
+        )
         try:
             wait_until(lambda: started() or proc.poll() is not None, "the work", RUN_TIMEOUT)
             assert proc.poll() is None, "it ended before it could be interrupted"
@@ -353,12 +368,6 @@ def assert_interrupted(outcome: tuple[int, str, str]) -> None:
     assert "Traceback" not in stderr
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug (open, issue 12 closing note): under CPU load a Ctrl-C sent to the whole "
-    "process group during ingest is sometimes ignored and the ingest completes with exit 0 "
-    "(6 of 6 with a busy core beside it); SIGINT to the pupsnr process alone exits 130",
-)
 def test_ctrl_c_during_ingest_is_one_line_and_the_rerun_resumes(sample_dir, tmp_path):
     store = tmp_path / "data.zarr"
     src = tmp_path / "src"  # four copies of the samples: enough work left when the signal comes
@@ -376,11 +385,6 @@ def test_ctrl_c_during_ingest_is_one_line_and_the_rerun_resumes(sample_dir, tmp_
     assert files(store) == files(tmp_path / "reference.zarr")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug (open, issue 12 closing note): as for ingest, a Ctrl-C sent to the whole "
-    "process group during run is sometimes ignored under load and the run completes (exit 0)",
-)
 def test_ctrl_c_during_run_is_one_line_and_the_rerun_resumes(sample_dir, tmp_path):
     store, results = tmp_path / "data.zarr", tmp_path / "psnr.zarr"
     sync_ingest(sample_dir, store, chunk_size=2)
