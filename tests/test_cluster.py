@@ -1,0 +1,253 @@
+"""``cluster.py``: the rules that need no remote cluster -- the no-worker timeout, TLS
+security, worker counts, :func:`compute` and :func:`compute_each` on the threaded and
+synchronous schedulers and on a real in-process LocalCluster, what a lazy block leaves
+unstarted, and :func:`check_workers_see`.
+
+Dying and lost workers, unreachable and TLS schedulers, Ctrl-C are in ``test_hangs.py`` and
+``test_remote_cluster.py``; a lazy block starting its cluster at the first computation is in
+``test_lazy.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import dask
+import dask.array as da
+import distributed  # noqa: F401  (its configuration defaults, before dask.config.set below)
+import numpy as np
+import pytest
+
+from pupsnr_dask import cluster
+from pupsnr_dask.cluster import Kubernetes, compute, compute_each, connect
+
+LOCAL = {"processes": False, "quiet": True, "dashboard_address": ":0"}
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _fail(x: int) -> int:
+    raise ZeroDivisionError(f"task {x} divided by zero")
+
+
+def _worker_address(_: object = None) -> str:
+    from distributed import get_worker
+
+    return get_worker().address  # ValueError outside a worker
+
+
+# -- the no-worker timeout -------------------------------------------------------------------
+def test_no_worker_timeout_is_the_value_else_the_environment_else_the_default(monkeypatch):
+    monkeypatch.delenv("PUPSNR_NO_WORKER_TIMEOUT", raising=False)
+    assert cluster.resolve_no_worker_timeout() == cluster.DEFAULT_NO_WORKER_TIMEOUT == 60.0
+    assert cluster.resolve_no_worker_timeout(2.5) == 2.5
+    monkeypatch.setenv("PUPSNR_NO_WORKER_TIMEOUT", "7")
+    assert cluster.resolve_no_worker_timeout() == 7.0
+    assert cluster.resolve_no_worker_timeout(0.25) == 0.25  # the value wins
+    monkeypatch.setenv("PUPSNR_NO_WORKER_TIMEOUT", "")  # set but empty: as if unset
+    assert cluster.resolve_no_worker_timeout() == 60.0
+
+
+@pytest.mark.parametrize("value", [0, -1, math.nan, "soon", [3]])
+def test_no_worker_timeout_refuses_what_is_not_a_positive_number(value, monkeypatch):
+    monkeypatch.delenv("PUPSNR_NO_WORKER_TIMEOUT", raising=False)
+    with pytest.raises(ValueError, match=r"^no_worker_timeout must be a positive number"):
+        cluster.resolve_no_worker_timeout(value)
+
+
+def test_no_worker_timeout_names_the_environment_variable_it_refuses(monkeypatch):
+    monkeypatch.setenv("PUPSNR_NO_WORKER_TIMEOUT", "-3")
+    with pytest.raises(ValueError, match=r"^\$PUPSNR_NO_WORKER_TIMEOUT must be .*got '-3'"):
+        cluster.resolve_no_worker_timeout()
+
+
+# -- TLS security ----------------------------------------------------------------------------
+@pytest.fixture()
+def pems(tmp_path):
+    for name in ("ca", "cert", "key"):
+        (tmp_path / f"{name}.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    return {name: str(tmp_path / f"{name}.pem") for name in ("ca", "cert", "key")}
+
+
+def test_make_security_without_files_is_dask_configuration_or_an_error():
+    with dask.config.set({"distributed.comm.tls.ca-file": None}):
+        assert cluster.make_security("tcp://127.0.0.1:8786") is None
+        with pytest.raises(ValueError, match="uses TLS: give tls_ca_file and tls_cert"):
+            cluster.make_security("tls://127.0.0.1:8786")
+    with dask.config.set({"distributed.comm.tls.ca-file": "/etc/ca.pem"}):
+        assert cluster.make_security("tls://127.0.0.1:8786") is None  # configured: Dask's
+
+
+def test_make_security_with_files_needs_a_tls_address_a_ca_and_a_cert(pems):
+    with pytest.raises(ValueError, match="need a tls:// scheduler address"):
+        cluster.make_security("tcp://h:8786", tls_ca_file=pems["ca"], tls_cert=pems["cert"])
+    with pytest.raises(ValueError, match="tls_cert is required"):
+        cluster.make_security("tls://h:8786", tls_ca_file=pems["ca"])
+    with pytest.raises(ValueError, match="tls_ca_file is required"):
+        cluster.make_security("tls://h:8786", tls_cert=pems["cert"], tls_key=pems["key"])
+    with pytest.raises(FileNotFoundError, match=r"tls_key '.*nokey.pem' is not a file"):
+        cluster.make_security(
+            "tls://h:8786", pems["ca"], pems["cert"], pems["cert"].replace("cert", "nokey")
+        )
+
+
+def test_make_security_with_files_requires_encryption(pems):
+    security = cluster.make_security("tls://h:8786", pems["ca"], pems["cert"], pems["key"])
+    assert security.require_encryption is True
+    assert (security.tls_ca_file, security.tls_client_cert, security.tls_client_key) == (
+        pems["ca"],
+        pems["cert"],
+        pems["key"],
+    )
+
+
+# -- connect's arguments, checked before anything starts -------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_workers": 0}, "n_workers must be at least 1, got 0"),
+        ({"timeout": 0}, "timeout must be a positive number of seconds"),
+        ({"timeout": math.nan}, "timeout must be a positive number of seconds"),
+        ({"no_worker_timeout": -1}, "no_worker_timeout must be a positive number"),
+        (
+            {"kubernetes": Kubernetes(image="x"), "scheduler": "tcp://h:1"},
+            "kubernetes and scheduler='tcp://h:1' exclude each other",
+        ),
+    ],
+)
+def test_connect_refuses_bad_arguments_before_starting_anything(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        with connect(**LOCAL, **kwargs):
+            pytest.fail("the block ran")
+
+
+def test_connect_names_the_scheduler_from_the_environment_it_refuses(monkeypatch):
+    monkeypatch.setenv("PUPSNR_SCHEDULER", "tcp://h:2")
+    with pytest.raises(ValueError, match=r"kubernetes and \$PUPSNR_SCHEDULER='tcp://h:2' exclude"):
+        with connect(kubernetes=Kubernetes(image="x"), **LOCAL):
+            pytest.fail("the block ran")
+
+
+# -- worker counts ---------------------------------------------------------------------------
+def test_default_n_workers_is_the_cores_this_process_may_use():
+    assert cluster.default_n_workers() == len(os.sched_getaffinity(0))
+    one = min(os.sched_getaffinity(0))
+    code = (
+        f"import os; os.sched_setaffinity(0, {{{one}}}); "
+        "from pupsnr_dask.cluster import default_n_workers; print(default_n_workers())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"  # pinned to one core: one worker, whatever the machine
+
+
+@pytest.mark.parametrize("name", ["sync", "synchronous", "single-threaded"])
+def test_parallelism_of_the_synchronous_scheduler_is_one(name):
+    with dask.config.set(scheduler=name, num_workers=8):
+        assert cluster.parallelism() == 1
+
+
+def test_parallelism_of_threads_is_num_workers_else_the_cores():
+    with dask.config.set(scheduler="threads", num_workers=3):
+        assert cluster.parallelism() == 3
+    with dask.config.set(scheduler="threads", num_workers=None):
+        assert cluster.parallelism() == os.cpu_count()
+
+
+# -- compute and compute_each without a cluster ----------------------------------------------
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_compute_gives_each_result_in_order(scheduler, capsys):
+    values = np.arange(30.0).reshape(5, 6)
+    array = da.from_array(values, chunks=(2, 3))
+    tasks = [dask.delayed(_square)(i) for i in range(4)]
+    with dask.config.set(scheduler=scheduler):
+        total, doubled, *squares = compute(array.sum(), array * 2, *tasks, progress=False)
+        each = compute_each(tasks, progress=False)
+    assert total == values.sum()
+    np.testing.assert_array_equal(doubled, values * 2)
+    assert squares == [0, 1, 4, 9] and each == [0, 1, 4, 9]
+    assert capsys.readouterr().err == ""  # no progress asked: nothing printed
+
+
+def test_compute_with_progress_prints_its_label_then_a_bar(capsys):
+    with dask.config.set(scheduler="sync"):
+        (value,) = compute(dask.delayed(_square)(3), progress=True, label="squaring")
+    err = capsys.readouterr().err
+    assert value == 9
+    assert err.startswith("pupsnr: squaring\n")
+    assert "100% Completed" in err
+    with dask.config.set(scheduler="sync"):
+        compute(dask.delayed(_square)(3), progress=False, label="squaring")
+    assert capsys.readouterr().err == ""  # the label goes with the bar
+
+
+def test_compute_each_raises_a_task_error_on_the_threaded_scheduler():
+    tasks = [dask.delayed(_square)(2), dask.delayed(_fail)(1)]
+    with dask.config.set(scheduler="threads"):
+        with pytest.raises(ZeroDivisionError, match="task 1 divided by zero"):
+            compute_each(tasks, progress=False)
+
+
+# -- on a real in-process LocalCluster -------------------------------------------------------
+def test_compute_on_a_local_cluster_runs_there_and_gives_each_result(capsys):
+    values = np.arange(24.0).reshape(4, 6)
+    array = da.from_array(values, chunks=(1, 6))
+    before = dask.config.get("scheduler", None)
+    with connect(n_workers=3, **LOCAL) as client:
+        assert cluster.parallelism() == 3  # one worker of 3 threads
+        total, rows = compute(array.sum(), array.sum(axis=1), progress=True)
+        each = compute_each([dask.delayed(_square)(i) for i in range(3)], progress=False)
+        (where,) = compute(dask.delayed(_worker_address)(), progress=False)
+        workers = list(client.scheduler_info()["workers"])
+        with dask.config.set(scheduler="sync"):  # an explicit scheduler wins over the client
+            assert cluster.parallelism() == 1
+    assert dask.config.get("scheduler", None) == before
+    assert total == values.sum()
+    np.testing.assert_array_equal(rows, values.sum(axis=1))
+    assert each == [0, 1, 4]
+    assert where in workers  # the tasks ran on the cluster's worker
+    assert "100% Completed" in capsys.readouterr().err  # the bar drawn for the cluster
+
+
+def test_a_task_error_on_a_local_cluster_is_raised_as_it_is():
+    tasks = [dask.delayed(_square)(2), dask.delayed(_fail)(5)]
+    with connect(n_workers=2, **LOCAL):
+        with pytest.raises(ZeroDivisionError, match="task 5 divided by zero"):
+            compute(*tasks, progress=False)
+        with pytest.raises(ZeroDivisionError, match="task 5 divided by zero"):
+            compute_each(tasks, progress=False)  # only dead workers are tolerated
+        assert compute(tasks[0], progress=False) == (4,)  # the cluster still works
+
+
+def test_check_workers_see_on_a_local_cluster_names_the_first_missing_location(tmp_path):
+    found = tmp_path / "src"
+    found.mkdir()
+    gone = str(tmp_path / "gone")
+    with connect(n_workers=1, **LOCAL):
+        cluster.check_workers_see({"SRC": str(found)})
+        cluster.check_workers_see({})
+        with pytest.raises(FileNotFoundError) as raised:
+            cluster.check_workers_see({"SRC": str(found), "the folder of STORE": gone})
+    message = str(raised.value)
+    assert message.startswith(f"the Dask workers cannot read the folder of STORE {gone!r} (worker ")
+    assert "SRC" not in message
+
+
+def test_check_workers_see_checks_nothing_without_a_cluster(tmp_path):
+    with dask.config.set(scheduler="threads"):
+        cluster.check_workers_see({"SRC": str(tmp_path / "gone")})  # this process's view
+
+
+# -- a lazy block that computes elsewhere starts nothing -------------------------------------
+def test_a_lazy_block_starts_nothing_for_an_explicit_scheduler_or_a_local_check(tmp_path):
+    with connect(lazy=True, n_workers=1, **LOCAL) as connection:
+        assert dask.config.get("scheduler") == connection.scheduler_function
+        cluster.check_workers_see({"SRC": str(tmp_path / "gone")})  # local workers see ours
+        with dask.config.set(scheduler="sync"):
+            assert compute(dask.delayed(_square)(4), progress=False) == (16,)
+        assert not connection.started
+    assert not connection.started
