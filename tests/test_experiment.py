@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-import os
-
 import dask
 import numpy as np
 import pytest
 import reference
 import xarray as xr
 from conftest import images_dataset
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from storefiles import files
@@ -59,10 +57,7 @@ def test_literal_method_agrees_and_results_do_not_depend_on_chunking(images_stor
         assert other["mse"].values.tobytes() == base["mse"].values.tobytes()
 
 
-# Each example builds and computes a cube, then the per-image reference loop: at the CI
-# profile's 200 examples this one test took 392 s of a 614 s hypothesis run (2 loaded cores),
-# so it keeps 50 (measured, see the redesign report; the other @given tests run 200).
-@settings(max_examples=50 if os.environ.get("CI") else 10)
+# The CI profile's 200 examples (tests/conftest.py), like every @given test here.
 @given(
     arrays(np.uint8, st.tuples(st.integers(1, 4), st.just(64), st.just(64), st.just(3))),
     st.integers(1, 3),
