@@ -199,6 +199,84 @@ def test_killed_incremental_ingest_rerun_equals_an_uninterrupted_one(point, grow
     assert_finished(store, grown / "after.zarr")
 
 
+@pytest.fixture(scope="module")
+def all_kept(tmp_path_factory):
+    """SRC of 8 colour images (batches of 3, 3, 2: every file kept) and its store."""
+    root = tmp_path_factory.mktemp("all-kept")
+    rng = np.random.default_rng(8)
+    for i in range(8):
+        write_image(root / "src" / f"img{i}.png", random_photo(rng, 30, 40))
+    api_ingest(root / "src", root / "images.zarr")
+    return root
+
+
+def moves_seen(src: Path, store: Path) -> list[str]:
+    """Ingest ``src`` into ``store`` on the synchronous scheduler; the chunk-file moves logged."""
+    import logging
+
+    seen: list[str] = []
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.pupsnr_event.startswith("ingest:final-moved:"):
+                seen.append(record.pupsnr_event)
+
+    logger = logging.getLogger("pupsnr_dask.journal")
+    handler, level = Seen(logging.DEBUG), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        api_ingest(src, store)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return seen
+
+
+def test_a_fully_kept_batch_is_moved_as_the_chunk_zarr_would_write(all_kept, tmp_path):
+    """Each batch whose files were all kept (the short last one too) becomes its final chunk
+    by moving the staged file, undecoded; each such file is, byte for byte, what Zarr
+    writes for those pixels. Where a rejection shifts the rows, nothing is moved."""
+    import zarr
+
+    store = tmp_path / "images.zarr"
+    assert sorted(moves_seen(all_kept / "src", store)) == [
+        f"ingest:final-moved:{b}" for b in range(3)
+    ]
+    assert files(store) == files(all_kept / "images.zarr")
+    final = zarr.open_array(str(store / "images"), mode="r")
+    again = zarr.create_array(
+        str(tmp_path / "again.zarr"),
+        shape=final.shape,
+        chunks=final.chunks,
+        dtype=final.dtype,
+        fill_value=final.fill_value,
+        serializer=final.serializer,
+        compressors=final.compressors,
+        filters=final.filters,
+    )
+    again[:] = final[:]
+    for k in range(3):
+        key = f"c/{k}/0/0/0"
+        assert (store / "images" / key).read_bytes() == (tmp_path / "again.zarr" / key).read_bytes()
+    shifted = tmp_path / "shifted"
+    shutil.copytree(all_kept / "src", shifted)
+    rng = np.random.default_rng(9)
+    write_image(shifted / "img0a.png", random_photo(rng, 30, 40)[..., 0])  # gray, in batch 0
+    assert moves_seen(shifted, tmp_path / "shifted.zarr") == []
+
+
+def test_killed_between_moving_a_chunk_file_and_marking_it_the_rerun_equals(all_kept, tmp_path):
+    """Killed once a staged chunk file is in the final store but its unit has no marker:
+    the rerun stages that batch again (its staged chunk is gone) and ends bit for bit."""
+    store = tmp_path / "images.zarr"
+    killed_api("ingest:final-moved:1", "ingest", all_kept / "src", store)
+    assert Path(partial_path(str(store))).exists()
+    summary = api_ingest(all_kept / "src", store)
+    assert summary.n_files == 8
+    assert_finished(store, all_kept / "images.zarr")
+
+
 def test_files_vanishing_or_changing_while_an_ingest_is_down(world, tmp_path):
     src, store = tmp_path / "src", tmp_path / "images.zarr"
     shutil.copytree(world / "src", src)

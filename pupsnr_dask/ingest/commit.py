@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import math
+import posixpath
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -23,8 +24,9 @@ from dask.base import tokenize
 from pupsnr_dask import schema
 from pupsnr_dask._version import __version__
 from pupsnr_dask.cluster import compute, parallelism
-from pupsnr_dask.ingest.plan import COPIED, CREATED, Job, batches, pixels_compressors
-from pupsnr_dask.kernels.image import Record
+from pupsnr_dask.ingest.plan import COPIED, CREATED, STAGED, Job, batches, pixels_compressors
+from pupsnr_dask.ingest.stage import StagedBatch
+from pupsnr_dask.kernels.image import Record, pixel_digests
 from pupsnr_dask.store.codecs import quiet_zarr_warnings
 from pupsnr_dask.store.fs import remove_store, url_to_fs
 from pupsnr_dask.store.journal import (
@@ -136,12 +138,6 @@ def duplicate_warnings(sources: list[str], digests: list[str]) -> list[str]:
     return out
 
 
-def pixel_digests(block: np.ndarray) -> list[str]:
-    """A digest of each image of a ``(n, h, w, 3)`` uint8 block: equal for equal pixels."""
-    return [hashlib.blake2b(np.ascontiguousarray(im).tobytes(), digest_size=16).hexdigest()
-            for im in block]  # fmt: skip
-
-
 def _columns(kept: list[Record], start: int) -> dict[str, np.ndarray]:
     return {
         schema.IMAGE: np.arange(start, start + len(kept), dtype=np.int64),
@@ -239,10 +235,12 @@ def _consolidate(job: Job) -> None:
 def _copy_images(job: Job, plan: IngestPlan, accepted: list[int], n0: int) -> list[str]:
     """Copy the accepted staged images to ``images[n0:]``, one task per chunk or shard.
 
-    Units with a marker are not copied again. The units run in waves as wide as the
-    scheduler (:func:`~pupsnr_dask.cluster.parallelism`), in order; after each wave, the
-    staged chunks whose images are all in marked units are deleted, so that the staging and
-    the store together never hold much more than the store (issue 12: peak disk <= 1.1x).
+    Units with a marker are not copied again. A unit that is one staged chunk as it is (a
+    batch whose files were all kept) has that chunk's file moved into place, undecoded; these
+    take no room, so they all run at once. The others run in waves as wide as the scheduler
+    (:func:`~pupsnr_dask.cluster.parallelism`), in order; after each wave, the staged chunks
+    whose images are all in marked units are deleted, so that the staging and the store
+    together never hold much more than the store (issue 12: peak disk <= 1.1x).
     Returns the :func:`pixel_digests` of the images of this plan, in order.
     """
     import zarr
@@ -264,15 +262,28 @@ def _copy_images(job: Job, plan: IngestPlan, accepted: list[int], n0: int) -> li
     todo = [k for k in range(len(bounds)) if k not in done]
     token = tokenize(job.store, accepted, n0)
     task = dask.delayed(_copy_unit, pure=True)
+    staging = zarr.open_array(job.staging, mode="r", storage_options=storage_options)
+    same = _same_chunk_bytes(staging, final)
+    plan_batches = batches(plan)
+    whole = {}
+    for k in todo:
+        rows = accepted[bounds[k][0] - n0 : bounds[k][1] - n0]
+        batch = _whole_staged_chunk(rows, bounds[k], plan_batches, final.shape[0])
+        whole[k] = batch if same else None
+    # Moved chunk files take no more room: all in one go; the others in waves, in order.
+    moved = [k for k in todo if whole[k] is not None]
     width = parallelism()
-    for i in range(0, len(todo), width):
-        wave = todo[i : i + width]
+    waves = [moved] if moved else []
+    rest = [k for k in todo if whole[k] is None]
+    waves += [rest[i : i + width] for i in range(0, len(rest), width)]
+    for wave in waves:
         tasks = [
             task(
                 job,
                 accepted[bounds[k][0] - n0 : bounds[k][1] - n0],
                 bounds[k][0],
                 k,
+                whole[k],
                 dask_key_name=f"pupsnr-copy-{token}-{k:08d}",
             )
             for k in wave
@@ -356,21 +367,97 @@ def _drop_staged(job: Job, gone: list[int]) -> None:
             fs.rm_file(path)
 
 
-def _copy_unit(job: Job, rows: list[int], start: int, unit: int) -> CopiedUnit:
-    """Worker task: copy staged ``rows`` to ``images[start:start + len(rows)]``, mark it."""
+#: The metadata that makes two Zarr arrays' chunks the same bytes for the same pixels.
+_CHUNK_BYTES_KEYS = ("zarr_format", "data_type", "dtype", "chunk_grid", "chunks", "fill_value",
+                     "codecs", "compressor", "filters", "order", "chunk_key_encoding",
+                     "dimension_separator", "storage_transformers")  # fmt: skip
+
+
+def _same_chunk_bytes(staging: Any, final: Any) -> bool:
+    """Whether a chunk of ``staging`` is, byte for byte, the chunk ``final`` stores for it.
+
+    True when both are unsharded and their data type, chunk shape, fill value and codecs are
+    the same: Zarr then encodes the same pixels (padded alike at the edge) to the same bytes.
+    """
+    if getattr(staging, "shards", None) or getattr(final, "shards", None):
+        return False
+    a, b = staging.metadata.to_dict(), final.metadata.to_dict()
+    return all(a.get(key) == b.get(key) for key in _CHUNK_BYTES_KEYS)
+
+
+def _whole_staged_chunk(
+    rows: list[int], bounds: tuple[int, int], plan_batches: list[list[str]], n_final: int
+) -> int | None:
+    """The staged batch whose chunk is the unit's final chunk as it is, or None.
+
+    It is when the unit is one final chunk (it starts at a chunk boundary) and its rows are
+    all the rows of one staged batch, in order: every file of that batch kept. Chunks of
+    ``n_final`` rows' arrays have ``len(plan_batches[0])`` rows.
+    """
+    start, stop = bounds
+    chunk = len(plan_batches[0])
+    batch, offset = divmod(rows[0], chunk)
+    whole = (
+        not offset
+        and start % chunk == 0
+        and len(plan_batches[batch]) == stop - start
+        and rows[-1] - rows[0] == stop - start - 1
+        and (stop - start == chunk or stop == n_final)
+    )
+    return batch if whole else None
+
+
+def _copy_unit(
+    job: Job, rows: list[int], start: int, unit: int, whole: int | None = None
+) -> CopiedUnit:
+    """Worker task: copy staged ``rows`` to ``images[start:start + len(rows)]``, mark it.
+
+    ``whole``: the staged batch whose chunk is this unit's final chunk byte for byte
+    (:func:`_whole_staged_chunk`); its file is moved into place as it is, without decoding
+    and encoding it again, when its marker has the images' digests and the file is there.
+    (Interrupted between the move and the marker, a resume finds the staged chunk gone and
+    stages the batch again.)
+    """
     import zarr
 
     storage_options = job.storage_options
     staging = zarr.open_array(job.staging, mode="r", storage_options=storage_options)
-    first = rows[0]
-    span = staging[first : rows[-1] + 1]  # whole chunks, one read each: no orthogonal copy
-    block = span[np.asarray(rows, dtype=np.int64) - first]
     final = zarr.open_array(job.url(schema.IMAGES), mode="r+", storage_options=storage_options)
-    final.with_config({"write_empty_chunks": True})[start : start + len(rows)] = block
-    done = CopiedUnit(start, start + len(rows), tuple(pixel_digests(block)))
+    digests = None if whole is None else _move_chunk_file(job, staging, final, whole, start)
+    if digests is None:
+        first = rows[0]
+        span = staging[first : rows[-1] + 1]  # whole chunks, one read each: no orthogonal copy
+        block = span[np.asarray(rows, dtype=np.int64) - first]
+        final.with_config({"write_empty_chunks": True})[start : start + len(rows)] = block
+        digests = pixel_digests(block)
+    done = CopiedUnit(start, start + len(rows), tuple(digests))
     mark_done(job.store, unit, done.to_json(), storage_options, step=COPIED)
     durable_moment(f"ingest:final-unit:{unit}")
     return done
+
+
+def _move_chunk_file(
+    job: Job, staging: Any, final: Any, batch: int, start: int
+) -> list[str] | None:
+    """Move staged ``batch``'s chunk file to the final chunk at row ``start``; its digests.
+
+    None, moving nothing, when the batch's marker has no digests or its file is missing.
+    """
+    docs = read_done(job.store, [batch], job.storage_options, step=STAGED)
+    marker = StagedBatch.from_json(docs.get(batch))
+    if marker is None or not marker.digests:
+        return None
+    fs, staging_root = url_to_fs(job.staging, job.storage_options)
+    final_root = url_to_fs(job.url(schema.IMAGES), job.storage_options)[1]
+    tail = (0,) * (final.ndim - 1)
+    source = f"{staging_root}/{staging.metadata.encode_chunk_key((batch, *tail))}"
+    target = f"{final_root}/{final.metadata.encode_chunk_key((start // final.chunks[0], *tail))}"
+    if not fs.exists(source):  # lost since it was checked: decode what Zarr reads instead
+        return None
+    fs.makedirs(posixpath.dirname(target), exist_ok=True)  # Zarr makes folders as it writes
+    fs.mv(source, target)
+    durable_moment(f"ingest:final-moved:{batch}")  # in place, not yet marked
+    return list(marker.digests)
 
 
 def _rejected_entries(rejected: list[Record]) -> list[dict[str, Any]]:

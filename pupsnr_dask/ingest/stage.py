@@ -27,6 +27,7 @@ from pupsnr_dask.kernels.image import (
     image_extension,
     load_resized,
     name_failure,
+    pixel_digests,
     read_failure,
 )
 from pupsnr_dask.store.journal import EVENT, IngestPlan, durable_moment, mark_done, read_done
@@ -41,18 +42,25 @@ LOGGER = logging.getLogger("pupsnr_dask.ingest")
 
 @dataclass(frozen=True)
 class StagedBatch:
-    """The journal's marker of a staged batch: its files, what each gave, its pixels' digest."""
+    """The journal's marker of a staged batch: its files, what each gave, its pixels' digests.
+
+    ``digests`` are the :func:`pixel_digests` of its rows, ``sha256`` the batch's digest of
+    them (older markers, whose ``sha256`` was of the pixels and which have no ``digests``,
+    do not match: such a batch is staged again).
+    """
 
     sources: tuple[str, ...]
     records: tuple[Record, ...]
     sha256: str
+    digests: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        """The marker's JSON document (the keys pupsnr 0.x wrote in ``records/``)."""
+        """The marker's JSON document (the keys pupsnr 0.x wrote in ``records/``, and digests)."""
         return {
             "sources": list(self.sources),
             "rows": [asdict(r) for r in self.records],
             "sha256": self.sha256,
+            "digests": list(self.digests),
         }
 
     @classmethod
@@ -60,10 +68,12 @@ class StagedBatch:
         """The marker in ``doc``; None when it is not one (an older or a damaged document)."""
         try:
             records = tuple(Record(**row) for row in doc["rows"])
-            batch = cls(tuple(str(s) for s in doc["sources"]), records, str(doc["sha256"]))
-        except (KeyError, TypeError):
+            digests = tuple(str(d) for d in doc.get("digests", ()))
+            batch = cls(tuple(str(s) for s in doc["sources"]), records, str(doc["sha256"]), digests)
+        except (KeyError, TypeError, AttributeError):
             return None
-        ok = len(batch.records) == len(batch.sources) and all(
+        ok = len(batch.records) == len(batch.sources) and len(digests) in (0, len(records))
+        ok = ok and all(
             isinstance(r.accepted, bool) and isinstance(r.color_score, float | int)
             for r in batch.records
         )
@@ -165,14 +175,16 @@ def _write_batch(
     # Every chunk is written: testing each for emptiness costs more than writing it.
     staging.with_config({"write_empty_chunks": True})[start : start + len(sources)] = pixels
     records = tuple(record for _, record in loaded)
-    marker = StagedBatch(tuple(sources), records, _digest(pixels))
+    digests = tuple(pixel_digests(pixels))
+    marker = StagedBatch(tuple(sources), records, _batch_digest(digests), digests)
     mark_done(job.store, batch, marker.to_json(), job.storage_options, step=STAGED)
     durable_moment(f"ingest:batch:{batch}")
     return records
 
 
-def _digest(pixels: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+def _batch_digest(digests: tuple[str, ...]) -> str:
+    """The SHA-256 of a batch: of its images' :func:`pixel_digests`, in order."""
+    return hashlib.sha256(" ".join(digests).encode()).hexdigest()
 
 
 def _staged_intact(job: Job, batch: int, n: int, digest: str) -> bool:
@@ -182,7 +194,8 @@ def _staged_intact(job: Job, batch: int, n: int, digest: str) -> bool:
     try:
         staging = zarr.open_array(job.staging, mode="r", storage_options=job.storage_options)
         start = batch * staging.chunks[0]
-        return _digest(np.asarray(staging[start : start + n])) == digest
+        pixels = np.asarray(staging[start : start + n])
+        return _batch_digest(tuple(pixel_digests(pixels))) == digest
     except Exception:  # an unreadable chunk: stage the batch again
         return False
 

@@ -10,6 +10,7 @@ why. Pillow and NumPy only: reading the bytes (fsspec) is the pipeline's job.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import math
 import posixpath
@@ -525,3 +526,12 @@ def load_resized(
         reason = f"not colour: score >= {threshold}"
         return None, Record(source, False, reason, score, width, height)
     return resize_lanczos(rgb, size), Record(source, True, "", score, width, height)
+
+
+def pixel_digests(block: np.ndarray) -> list[str]:
+    """A digest of each image of a ``(n, h, w, 3)`` uint8 block: equal for equal pixels.
+
+    The first 128 bits of the SHA-256 of each image's bytes, in hexadecimal.
+    """
+    return [hashlib.sha256(memoryview(np.ascontiguousarray(im)).cast("B")).hexdigest()[:32]
+            for im in block]  # fmt: skip
