@@ -57,6 +57,10 @@ POLL_INTERVAL = 0.5
 #: Arrays below 32 MiB (glibc's maximum: a larger MALLOC_MMAP_THRESHOLD_ is ignored) come
 #: from the heap, and up to 64 MiB of free heap stays mapped for the next one.
 LOCAL_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": 1 << 25, "MALLOC_TRIM_THRESHOLD_": 1 << 26}
+#: The local workers' statistical profiler (the dashboard's Profile page) samples every
+#: thread's stack 100 times a second: ingest of 2,000 files took 22.2 s without it, 23.5 s
+#: with it (two runs each, benchmarks/RESULTS.md). Off, unless the environment says otherwise.
+PROFILE_ENV = "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"
 
 
 class SchedulerLostError(ConnectionError):
@@ -359,14 +363,19 @@ def start_local_cluster(
     """The LocalCluster of :func:`connect`, on 127.0.0.1, its workers deaf to Ctrl-C.
 
     ``processes``: ``n_workers`` single-threaded worker processes (default one per core);
-    otherwise one worker in this process with ``n_workers`` threads.
+    otherwise one worker in this process with ``n_workers`` threads. The workers' profiler
+    is off (:data:`PROFILE_ENV`=True turns it on).
     """
     from distributed import LocalCluster
 
     n = n_workers or default_n_workers()
     workers, threads = (n, 1) if processes else (1, n)
-    environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in LOCAL_WORKER_ENV.items()}
-    with dask.config.set(environ), _sigint_blocked():  # inherited by its threads and workers
+    config: dict[str, Any] = {
+        f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in LOCAL_WORKER_ENV.items()
+    }
+    if PROFILE_ENV not in os.environ:
+        config["distributed.worker.profile.enabled"] = False
+    with dask.config.set(config), _sigint_blocked():  # inherited by its threads and workers
         return LocalCluster(
             n_workers=workers,
             threads_per_worker=threads,

@@ -193,6 +193,25 @@ def test_compute_each_raises_a_task_error_on_the_threaded_scheduler():
 
 
 # -- on a real in-process LocalCluster -------------------------------------------------------
+def _profiling(dask_worker) -> bool:
+    return "profile" in dask_worker.periodic_callbacks
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+def test_the_local_workers_profiler_is_off_unless_the_environment_turns_it_on(
+    processes, monkeypatch
+):
+    """It costs ingest ~5 % (RESULTS.md); ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED``
+    set leaves it to Dask's configuration (on by default)."""
+    options = {**LOCAL, "processes": processes}
+    monkeypatch.delenv(cluster.PROFILE_ENV, raising=False)
+    with connect(n_workers=1, **options, lazy=False) as client:
+        assert list(client.run(_profiling).values()) == [False]
+    monkeypatch.setenv(cluster.PROFILE_ENV, "True")
+    with connect(n_workers=1, **options, lazy=False) as client:
+        assert list(client.run(_profiling).values()) == [True]
+
+
 def test_compute_on_a_local_cluster_runs_there_and_gives_each_result(capsys):
     values = np.arange(24.0).reshape(4, 6)
     array = da.from_array(values, chunks=(1, 6))
