@@ -33,6 +33,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import dask
 import numpy as np
 
 CHUNK = 32
@@ -200,8 +201,11 @@ def measure_scheduler(path: Path, group: int | None) -> dict:
     try:
         client = Client(f"tcp://127.0.0.1:{port}", timeout=60)
         idle = rss_mb(proc.pid)
-        images = open_images(path)
-        tasks = run_graph(images, path, "/nonexistent/psnr.zarr", group)
+        # Built here, not on the scheduler: the cube reads its labels as it is built, which
+        # would wait forever for a worker of the worker-less scheduler.
+        with dask.config.set(scheduler="sync"):
+            images = open_images(path)
+            tasks = run_graph(images, path, "/nonexistent/psnr.zarr", group)
         t0 = time.perf_counter()
         futures = client.compute(tasks)
         while True:
