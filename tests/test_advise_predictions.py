@@ -165,11 +165,6 @@ def test_pairing_a_missing_folder_or_another_type_is_an_error(tmp_path):
         pair_predictions(["a.jpg"], tmp_path, None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: pair_predictions asks is_zarr_store (fsspec) before its type check, so a "
-    "number gets fsspec's \"argument of type 'int' is not iterable\" instead of its TypeError",
-)
 def test_pairing_a_number_says_predictions_must_be_a_path():
     with pytest.raises(TypeError, match=r"must be a path or an xr\.Dataset, got int"):
         pair_predictions(["a.jpg"], 5, None)

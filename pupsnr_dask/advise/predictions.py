@@ -90,13 +90,13 @@ def pair_predictions(
 
     Returns the matching and the predictions to read: the folder, or the opened store.
     """
-    if isinstance(predictions, xr.Dataset) or is_zarr_store(predictions, storage_options):
-        store = open_prediction_store(predictions, storage_options)
-        return match_predictions(sources, [str(s) for s in store[schema.SOURCE].values]), store
-    if not isinstance(predictions, str):
+    if not isinstance(predictions, str | xr.Dataset):
         raise TypeError(
             f"predictions must be a path or an xr.Dataset, got {type(predictions).__name__}"
         )
+    if isinstance(predictions, xr.Dataset) or is_zarr_store(predictions, storage_options):
+        store = open_prediction_store(predictions, storage_options)
+        return match_predictions(sources, [str(s) for s in store[schema.SOURCE].values]), store
     try:
         files = list_files(predictions, storage_options)
     except (FileNotFoundError, NotADirectoryError) as err:
