@@ -213,6 +213,14 @@ def test_no_same_chunk_bytes_when_the_encoding_differs(tmp_path, other):
     assert not icommit._same_chunk_bytes(final, staging)
 
 
+def test_no_same_chunk_bytes_for_sharded_arrays_even_alike(tmp_path):
+    """A shard holds several chunks and an index: moving one chunk's file is never right."""
+    staging = _array(tmp_path / "s", n=8, shards=(4, 8, 8, 3))
+    final = _array(tmp_path / "f", n=12, shards=(4, 8, 8, 3))
+    assert staging.metadata.to_dict()["codecs"] == final.metadata.to_dict()["codecs"]
+    assert not icommit._same_chunk_bytes(staging, final)
+
+
 # -- _whole_staged_chunk -----------------------------------------------------------------------
 EIGHT = [["f0", "f1", "f2"], ["f3", "f4", "f5"], ["f6", "f7"]]  # 8 files in batches of 3
 
