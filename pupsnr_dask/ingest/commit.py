@@ -57,6 +57,8 @@ class CopiedUnit:
     def from_json(cls, doc: Any) -> CopiedUnit | None:
         """The marker in ``doc``; None when it is not one."""
         try:
+            if not isinstance(doc["digests"], list):
+                return None
             unit = cls(int(doc["start"]), int(doc["stop"]), tuple(str(d) for d in doc["digests"]))
         except (KeyError, TypeError, ValueError):
             return None
@@ -265,10 +267,11 @@ def _copy_images(job: Job, plan: IngestPlan, accepted: list[int], n0: int) -> li
     staging = zarr.open_array(job.staging, mode="r", storage_options=storage_options)
     same = _same_chunk_bytes(staging, final)
     plan_batches = batches(plan)
+    chunk = staging.chunks[0]  # a batch's files; the final chunks' too, when ``same``
     whole = {}
     for k in todo:
         rows = accepted[bounds[k][0] - n0 : bounds[k][1] - n0]
-        batch = _whole_staged_chunk(rows, bounds[k], plan_batches, final.shape[0])
+        batch = _whole_staged_chunk(rows, bounds[k], plan_batches, final.shape[0], chunk)
         whole[k] = batch if same else None
     # Moved chunk files take no more room: all in one go; the others in waves, in order.
     moved = [k for k in todo if whole[k] is not None]
@@ -386,16 +389,20 @@ def _same_chunk_bytes(staging: Any, final: Any) -> bool:
 
 
 def _whole_staged_chunk(
-    rows: list[int], bounds: tuple[int, int], plan_batches: list[list[str]], n_final: int
+    rows: list[int],
+    bounds: tuple[int, int],
+    plan_batches: list[list[str]],
+    n_final: int,
+    chunk: int,
 ) -> int | None:
     """The staged batch whose chunk is the unit's final chunk as it is, or None.
 
-    It is when the unit is one final chunk (it starts at a chunk boundary) and its rows are
-    all the rows of one staged batch, in order: every file of that batch kept. Chunks of
-    ``n_final`` rows' arrays have ``len(plan_batches[0])`` rows.
+    It is when the unit is one final chunk (it starts at a boundary of the final chunks of
+    ``chunk`` rows, and ends at the next one or at the end, ``n_final``) and its rows are all
+    the rows of one staged batch (batches of ``chunk`` files), in order: every file of that
+    batch kept.
     """
     start, stop = bounds
-    chunk = len(plan_batches[0])
     batch, offset = divmod(rows[0], chunk)
     whole = (
         not offset
