@@ -95,3 +95,37 @@ def test_grid_of_task_inputs_matches_their_run_and_a_pillow_reference(images_sto
     low = Image.fromarray(img).resize((size // 4, size // 4), Image.Resampling.BICUBIC)
     expected = np.asarray(low.resize((size, size), Image.Resampling.BICUBIC))
     np.testing.assert_array_equal(cells.sel(variant="sr4", scale=1).values, expected)
+
+
+def test_grid_of_a_plugin_input_matches_its_run_and_the_plugin_itself(images_store, tmp_path):
+    """`pupsnr grid --variants gray,task_plugins:invert`: the plug-in's row at scale 1 is the
+    plug-in applied to the image (255 - img_true), each of its PU cells is that negative
+    pooled and upsampled, and each cell's PSNR equals what `pupsnr run` stored for it."""
+    import dask
+    from PIL import Image
+
+    from pupsnr_dask import run_experiment
+    from pupsnr_dask.cli import main
+
+    plugin = "task_plugins:invert"
+    picture = tmp_path / "g.png"
+    argv = ["grid", str(images_store), "--image", "2", "--variants", f"gray,{plugin}"]
+    assert main([*argv, "-o", str(picture)]) == 0
+    assert Image.open(picture).size[0] > 0
+    results = tmp_path / "plugin.zarr"
+    with dask.config.set(scheduler="threads"):
+        run_experiment(str(images_store), str(results), variants=[plugin], progress=False)
+    stored = open_store(str(results), "psnr").load()
+    cells = grid.pu_grid(open_store(str(images_store), "images"), 2, ["gray", plugin])
+    np.testing.assert_array_equal(
+        cells["psnr"].sel(variant=plugin).values,
+        stored["psnr"].sel(variant=plugin, scale=cells.scale).values[2],
+    )
+    img = open_store(str(images_store), "images")["images"].values[2]
+    negative = 255 - img
+    np.testing.assert_array_equal(cells.sel(variant=plugin, scale=1).values, negative)
+    for s in cells.scale.values[1:]:
+        size = img.shape[0] // int(s)
+        means = negative.reshape(size, int(s), size, int(s), 3).astype(np.float64).mean((1, 3))
+        expected = np.clip(np.rint(np.repeat(np.repeat(means, s, 0), s, 1)), 0, 255)
+        np.testing.assert_array_equal(cells.sel(variant=plugin, scale=s).values, expected)
