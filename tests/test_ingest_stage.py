@@ -47,30 +47,30 @@ def _marker(n: int = 3) -> istage.StagedBatch:
         for i in range(n)
     )
     digests = tuple(f"{i:032x}" for i in range(n))
-    return istage.StagedBatch(tuple(r.source for r in records), records, "ab" * 32, digests)
+    return istage.StagedBatch(tuple(r.source for r in records), records, digests)
 
 
 # -- StagedBatch JSON -------------------------------------------------------------------------
 def test_staged_batch_round_trips_through_its_json_document():
     marker = _marker()
     doc = json.loads(json.dumps(marker.to_json(), allow_nan=True))  # as the journal stores it
-    assert set(doc) == {"sources", "rows", "sha256", "digests"}
+    assert set(doc) == {"sources", "rows", "digests"}
     assert istage.StagedBatch.from_json(doc) == marker
 
 
 def test_staged_batch_keeps_a_nan_colour_score():
     records = (Record("flat.png", False, "not colour: a channel is constant", math.nan, 4, 4),)
-    marker = istage.StagedBatch(("flat.png",), records, "0" * 64, ("f" * 32,))
+    marker = istage.StagedBatch(("flat.png",), records, ("f" * 32,))
     back = istage.StagedBatch.from_json(json.loads(json.dumps(marker.to_json(), allow_nan=True)))
     assert back is not None and math.isnan(back.records[0].color_score)
     assert back.records[0].reason == records[0].reason
 
 
-def test_an_older_marker_without_digests_is_read_with_none():
+def test_an_older_marker_with_a_batch_sha256_and_no_digests_is_not_taken_for_one():
     doc = _marker().to_json()
     del doc["digests"]
-    back = istage.StagedBatch.from_json(doc)
-    assert back is not None and back.digests == () and back.records == _marker().records
+    doc["sha256"] = "ab" * 32  # what markers held before the rows' digests
+    assert istage.StagedBatch.from_json(doc) is None
 
 
 def _without(key):
@@ -99,12 +99,13 @@ def _set_row(key, value):
     [
         _without("sources"),
         _without("rows"),
-        _without("sha256"),
+        _without("digests"),
         _set("rows", "not rows"),
         _set("rows", [{"source": "x"}, 3, None]),
         _set("sources", ["d/0.png", "d/1.png"]),  # one source fewer than rows
         _set("digests", ["0" * 32]),  # digests, but not one per row
         _set("digests", 7),
+        _set("digests", "ab"),  # a string, not one digest a row
         _set_row("accepted", "yes"),
         _set_row("accepted", 1),
         _set_row("color_score", "0.3"),
@@ -124,7 +125,7 @@ def test_what_is_not_a_json_object_is_not_a_marker(doc):
 
 
 def test_a_row_without_its_optional_fields_gets_the_records_defaults():
-    doc = {"sources": ["a.png"], "rows": [{"source": "a.png", "accepted": False}], "sha256": "x"}
+    doc = {"sources": ["a.png"], "rows": [{"source": "a.png", "accepted": False}], "digests": ["x"]}
     back = istage.StagedBatch.from_json(doc)
     assert back is not None and back.records[0].reason == "" and back.records[0].width == 0
     assert math.isnan(back.records[0].color_score)
@@ -295,7 +296,6 @@ def test_write_batch_leaves_a_marker_with_the_records_and_the_pixels_digests(pla
     assert marker.sources == tuple(sources)
     assert marker.records == tuple(r for _, r in loaded)
     assert marker.digests == (_digest(loaded[0][0]),)
-    assert marker.sha256 == hashlib.sha256(" ".join(marker.digests).encode()).hexdigest()
     assert Path(marker_path(job.store, b, STAGED)).is_file()
 
 
@@ -340,7 +340,7 @@ def test_staged_intact_is_true_for_what_was_written(planned):
         sources = plan_batches[b]
         istage._write_batch(job, b, sources, _loaded(rng, sources, [True] * len(sources)))
         marker = istage.staged_markers(job, plan)[b]
-        assert istage._staged_intact(job, b, len(sources), marker.sha256)
+        assert istage._staged_intact(job, b, marker.digests)
 
 
 def _staged(planned, seed):
@@ -355,7 +355,7 @@ def test_staged_intact_is_false_when_a_pixel_changed(planned):
     job, marker = _staged(planned, 14)
     staging = zarr.open_array(job.staging, mode="r+")
     staging[3, 5, 5, 0] = (int(staging[3, 5, 5, 0]) + 1) % 256
-    assert not istage._staged_intact(job, 1, 2, marker.sha256)
+    assert not istage._staged_intact(job, 1, marker.digests)
 
 
 def test_staged_intact_is_false_when_the_chunk_file_is_gone(planned):
@@ -363,7 +363,7 @@ def test_staged_intact_is_false_when_the_chunk_file_is_gone(planned):
     chunk = Path(job.staging) / "c" / "1" / "0" / "0" / "0"
     assert chunk.is_file()
     chunk.unlink()
-    assert not istage._staged_intact(job, 1, 2, marker.sha256)
+    assert not istage._staged_intact(job, 1, marker.digests)
 
 
 def test_staged_intact_is_false_when_the_chunk_file_is_damaged(planned):
@@ -372,12 +372,12 @@ def test_staged_intact_is_false_when_the_chunk_file_is_damaged(planned):
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0xFF
     chunk.write_bytes(bytes(data))
-    assert not istage._staged_intact(job, 1, 2, marker.sha256)
+    assert not istage._staged_intact(job, 1, marker.digests)
 
 
 def test_staged_intact_is_false_against_another_digest_or_without_staging(planned):
     job, marker = _staged(planned, 17)
-    assert not istage._staged_intact(job, 1, 2, "0" * 64)
-    assert not istage._staged_intact(job, 1, 1, marker.sha256)  # not the batch's row count
+    assert not istage._staged_intact(job, 1, ("0" * 32, "1" * 32))
+    assert not istage._staged_intact(job, 1, marker.digests[::-1])  # the rows swapped
     gone = Job(job.src, job.store + "-other", job.params, 0, None, False)
-    assert not istage._staged_intact(gone, 1, 2, marker.sha256)
+    assert not istage._staged_intact(gone, 1, marker.digests)

@@ -421,7 +421,7 @@ def _copy_unit(
 
     ``whole``: the staged batch whose chunk is this unit's final chunk byte for byte
     (:func:`_whole_staged_chunk`); its file is moved into place as it is, without decoding
-    and encoding it again, when its marker has the images' digests and the file is there.
+    and encoding it again, when its marker and its file are there.
     (Interrupted between the move and the marker, a resume finds the staged chunk gone and
     stages the batch again.)
     """
@@ -448,11 +448,11 @@ def _move_chunk_file(
 ) -> list[str] | None:
     """Move staged ``batch``'s chunk file to the final chunk at row ``start``; its digests.
 
-    None, moving nothing, when the batch's marker has no digests or its file is missing.
+    None, moving nothing, when the batch's marker or its file is missing.
     """
     docs = read_done(job.store, [batch], job.storage_options, step=STAGED)
     marker = StagedBatch.from_json(docs.get(batch))
-    if marker is None or not marker.digests:
+    if marker is None:
         return None
     fs, staging_root = url_to_fs(job.staging, job.storage_options)
     final_root = url_to_fs(job.url(schema.IMAGES), job.storage_options)[1]

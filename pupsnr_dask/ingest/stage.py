@@ -8,7 +8,6 @@ nothing large passes through the client and a batch whose marker exists is never
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import threading
 from dataclasses import asdict, dataclass
@@ -44,24 +43,22 @@ LOGGER = logging.getLogger("pupsnr_dask.ingest")
 
 @dataclass(frozen=True)
 class StagedBatch:
-    """The journal's marker of a staged batch: its files, what each gave, its pixels' digests.
+    """The journal's marker of a staged batch: its files, what each gave, its rows' digests.
 
-    ``digests`` are the :func:`pixel_digests` of its rows, ``sha256`` the batch's digest of
-    them (older markers, whose ``sha256`` was of the pixels and which have no ``digests``,
-    do not match: such a batch is staged again).
+    ``digests`` are the :func:`pixel_digests` of its rows (markers written before they were
+    recorded, with a ``sha256`` of the whole batch instead, are not taken for markers: such
+    a batch is staged again).
     """
 
     sources: tuple[str, ...]
     records: tuple[Record, ...]
-    sha256: str
-    digests: tuple[str, ...] = ()
+    digests: tuple[str, ...]
 
     def to_json(self) -> dict[str, Any]:
-        """The marker's JSON document (the keys pupsnr 0.x wrote in ``records/``, and digests)."""
+        """The marker's JSON document."""
         return {
             "sources": list(self.sources),
             "rows": [asdict(r) for r in self.records],
-            "sha256": self.sha256,
             "digests": list(self.digests),
         }
 
@@ -70,12 +67,13 @@ class StagedBatch:
         """The marker in ``doc``; None when it is not one (an older or a damaged document)."""
         try:
             records = tuple(Record(**row) for row in doc["rows"])
-            digests = tuple(str(d) for d in doc.get("digests", ()))
-            batch = cls(tuple(str(s) for s in doc["sources"]), records, str(doc["sha256"]), digests)
-        except (KeyError, TypeError, AttributeError):
+            if not isinstance(doc["digests"], list):
+                return None
+            digests = tuple(str(d) for d in doc["digests"])
+            batch = cls(tuple(str(s) for s in doc["sources"]), records, digests)
+        except (KeyError, TypeError):
             return None
-        ok = len(batch.records) == len(batch.sources) and len(digests) in (0, len(records))
-        ok = ok and all(
+        ok = len(batch.records) == len(batch.sources) == len(batch.digests) and all(
             isinstance(r.accepted, bool) and isinstance(r.color_score, float | int)
             for r in batch.records
         )
@@ -177,27 +175,21 @@ def _write_batch(
     # Every chunk is written: testing each for emptiness costs more than writing it.
     staging.with_config({"write_empty_chunks": True})[start : start + len(sources)] = pixels
     records = tuple(record for _, record in loaded)
-    digests = tuple(pixel_digests(pixels))
-    marker = StagedBatch(tuple(sources), records, _batch_digest(digests), digests)
+    marker = StagedBatch(tuple(sources), records, tuple(pixel_digests(pixels)))
     mark_done(job.store, batch, marker.to_json(), job.storage_options, step=STAGED)
     durable_moment(f"ingest:batch:{batch}")
     return records
 
 
-def _batch_digest(digests: tuple[str, ...]) -> str:
-    """The SHA-256 of a batch: of its images' :func:`pixel_digests`, in order."""
-    return hashlib.sha256(" ".join(digests).encode()).hexdigest()
-
-
-def _staged_intact(job: Job, batch: int, n: int, digest: str) -> bool:
-    """Worker task: True when the staged pixels of a finished batch still match its marker."""
+def _staged_intact(job: Job, batch: int, digests: tuple[str, ...]) -> bool:
+    """Worker task: True when the staged pixels of a finished batch still have its digests."""
     import zarr
 
     try:
         staging = zarr.open_array(job.staging, mode="r", storage_options=job.storage_options)
         start = batch * staging.chunks[0]
-        pixels = np.asarray(staging[start : start + n])
-        return _batch_digest(tuple(pixel_digests(pixels))) == digest
+        pixels = np.asarray(staging[start : start + len(digests)])
+        return tuple(pixel_digests(pixels)) == digests
     except Exception:  # an unreadable chunk: stage the batch again
         return False
 
@@ -217,10 +209,7 @@ def staged_records(
     plan_batches = batches(plan)
     if found:
         check = sorted(set(found) - set(unneeded))
-        tasks = [
-            dask.delayed(_staged_intact, pure=True)(job, b, len(plan_batches[b]), found[b].sha256)
-            for b in check
-        ]
+        tasks = [dask.delayed(_staged_intact, pure=True)(job, b, found[b].digests) for b in check]
         intact = compute(*tasks, progress=False) if tasks else ()
         failed = {b for b, ok in zip(check, intact, strict=True) if not ok}
         found = {b: marker for b, marker in found.items() if b not in failed}
