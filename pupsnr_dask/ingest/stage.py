@@ -135,8 +135,8 @@ def _ingest_batch(
 ) -> tuple[Record, ...]:
     """Worker task: load one batch of files, write its pixels to the staging array.
 
-    The batch's marker (with a SHA-256 of its pixels) is written after the pixels, atomically:
-    a marker that exists describes pixels that are all in place.
+    The batch's marker (with each row's :func:`pixel_digests`) is written after the pixels,
+    atomically: a marker that exists describes pixels that are all in place.
     """
     fs, root = src_root(src, job.storage_options)
     size, threshold = job.params.size, job.params.threshold
