@@ -146,6 +146,7 @@ class Connection:
         self._stack = contextlib.ExitStack()
         self._lock = threading.Lock()
         self._client: Any = None
+        self._on_start: list[Callable[[], None]] = []
         self.local = local  # a LocalCluster: its workers see this machine's files
         self.scheduler_function = self._get  # the dask scheduler of the block, until started
 
@@ -163,6 +164,9 @@ class Connection:
                 with dask.config.set(scheduler=None):
                     self._client = self._stack.enter_context(self._opener())
                 dask.config.set(scheduler="dask.distributed")  # until the block ends
+                for fn in self._on_start:
+                    _in_background(fn)
+                self._on_start.clear()
             return self._client
 
     def _get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
@@ -793,6 +797,30 @@ def _active_client() -> Any:
     if dask.config.get("scheduler", None) not in (None, "dask.distributed", "distributed"):
         return None
     return client
+
+
+def when_started(fn: Callable[[], None]) -> None:
+    """Run ``fn`` in a background thread once the active lazy cluster has started.
+
+    For work that competes with the start of a lazy :func:`connect` block's cluster for this
+    process (an import that holds the GIL): it waits until that cluster is up, and is
+    dropped if the block ends without starting one. With no lazy cluster to wait for, ``fn``
+    starts at once. Exceptions in ``fn`` are its own to handle.
+    """
+    lazy = _lazy_connection()
+    if lazy is None:
+        _in_background(fn)
+        return
+    with lazy._lock:
+        if lazy._client is None:
+            lazy._on_start.append(fn)
+            return
+    _in_background(fn)
+
+
+def _in_background(fn: Callable[[], None]) -> None:
+    name = f"pupsnr-{getattr(fn, '__name__', 'background').strip('_')}"
+    threading.Thread(target=fn, name=name, daemon=True).start()
 
 
 def _lazy_connection() -> Connection | None:

@@ -94,6 +94,42 @@ def test_a_lazy_connection_that_computes_nothing_starts_nothing(images_store):
     assert not connection.started
 
 
+def test_work_for_when_the_cluster_has_started_waits_for_it_or_is_dropped():
+    """``when_started``: after the lazy start (not competing with it), never without one."""
+    import threading
+
+    from pupsnr_dask.cluster import connect, when_started
+
+    go = threading.Event()
+    seen: list[bool] = []
+
+    def probe_when_started():  # blocks until told: its thread is visible while it waits
+        seen.append(connection.started)
+        go.wait(60)
+
+    def waiting() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "pupsnr-probe_when_started"]
+
+    options = {"n_workers": 1, "processes": False, "dashboard_address": ":0", "quiet": True}
+    try:
+        with connect(lazy=True, **options) as connection:
+            when_started(probe_when_started)
+            assert not waiting() and not seen  # registered, not running: nothing started
+            assert dask.delayed(int)("7").compute() == 7  # the first computation starts it
+            (thread,) = waiting()
+            go.set()
+            thread.join(60)
+            assert seen == [True]  # it ran, and only once the cluster was up
+        with connect(lazy=True, **options) as connection:  # computes nothing: starts nothing
+            when_started(probe_when_started)
+        assert not connection.started and not waiting() and seen == [True]
+    finally:
+        go.set()
+    started = threading.Event()
+    when_started(started.set)  # no lazy cluster to wait for: at once
+    assert started.wait(30)
+
+
 # -- instant answers (issue 12, item 4): what a command imports and reads ----------------------
 
 #: Run by a fresh interpreter: each command in turn, then which heavy modules it imported.

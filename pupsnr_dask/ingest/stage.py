@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,7 +16,7 @@ import dask
 import numpy as np
 from dask.base import tokenize
 
-from pupsnr_dask.cluster import WORKER_DIED, compute, compute_each
+from pupsnr_dask.cluster import WORKER_DIED, compute, compute_each, when_started
 from pupsnr_dask.ingest.listing import member_path, src_root
 from pupsnr_dask.ingest.plan import STAGED, Job, batches
 from pupsnr_dask.kernels.image import (
@@ -253,8 +252,9 @@ def stage(job: Job, plan: IngestPlan, pending: list[int]) -> dict[int, tuple[Rec
     ]
     n_files = sum(len(plan_batches[b]) for b in pending)
     label = f"decoding, colour-testing and resizing {n_files} files ({len(tasks)} batches)"
-    # What creating the final store imports (~0.6 s): while the workers stage, not after.
-    threading.Thread(target=_import_store_writers, name="pupsnr-imports", daemon=True).start()
+    # What creating the final store imports (~0.6 s): while the workers stage, not after, and
+    # not while the cluster starts (it would hold the GIL the lazy start needs: +0.5 s).
+    when_started(_import_store_writers)
     outcomes = dict(zip(pending, compute_each(tasks, job.progress, label=label), strict=True))
     records = {b: out for b, out in outcomes.items() if out is not WORKER_DIED}
     killed = [b for b in pending if outcomes[b] is WORKER_DIED]
