@@ -1,5 +1,3 @@
-import sys
+from pupsnr_dask.cli import console
 
-from pupsnr_dask.cli import main
-
-sys.exit(main())
+console()

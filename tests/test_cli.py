@@ -5,9 +5,12 @@ import io
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,6 +97,34 @@ def test_help_and_version(capsys):
     assert "  pupsnr run data.zarr -o psnr.zarr\n" in out
     assert main(["--version"]) == 0
     assert "pupsnr" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("how", ["program", "module"])
+def test_the_pupsnr_program_exits_with_its_commands_code_and_all_its_output(how, tmp_path):
+    """The installed ``pupsnr`` and ``python -m pupsnr_dask`` (``cli.console``, which freezes
+    the garbage collector before exit): the command's own exit status, nothing cut short."""
+    from importlib.metadata import entry_points
+
+    from pupsnr_dask.cli import COMMANDS
+
+    (script,) = entry_points(group="console_scripts", name="pupsnr")
+    assert script.value == "pupsnr_dask.cli:console"
+    if how == "program":  # where pip put it for this interpreter, else on PATH
+        program = Path(sysconfig.get_path("scripts")) / "pupsnr"
+        prefix = [str(program) if program.is_file() else shutil.which("pupsnr")]
+        assert prefix[0], "the pupsnr program is not installed for this Python"
+    else:
+        prefix = [sys.executable, "-m", "pupsnr_dask"]
+    helped = subprocess.run([*prefix, "--help"], capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0, helped.stderr
+    assert helped.stdout.rstrip().endswith(COMMANDS["demo"][1])  # the whole help, to its end
+    missing = subprocess.run(
+        [*prefix, "ingest", str(tmp_path / "nowhere"), "-o", str(tmp_path / "d.zarr")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"pupsnr: error: SRC '{tmp_path / 'nowhere'}' does not exist"
+    assert not (tmp_path / "d.zarr").exists()
 
 
 def test_demo_console_script_end_to_end(tmp_path):
