@@ -212,6 +212,34 @@ def test_the_local_workers_profiler_is_off_unless_the_environment_turns_it_on(
         assert list(client.run(_profiling).values()) == [True]
 
 
+def _periods_ms(dask_worker) -> tuple[float, float, float]:
+    """How often the server checks its event loop and samples the system (ms), and how often a
+    worker checks its memory (s)."""
+    pc = dask_worker.periodic_callbacks
+    memory = getattr(dask_worker, "memory_manager", None)
+    return (
+        pc["tick"].callback_time,
+        pc["monitor"].callback_time,
+        getattr(memory, "memory_monitor_interval", None),
+    )
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+def test_the_local_cluster_checks_its_event_loops_less_often_unless_configured(processes):
+    """Each 20 ms event-loop check and 0.5 s system sample cost ingest 0.3 s on two cores
+    (RESULTS.md): 1 s and 2 s on the scheduler and every worker; a user's setting wins."""
+    options = {**LOCAL, "processes": processes}
+    with connect(n_workers=1, **options, lazy=False) as client:
+        (worker,) = client.run(_periods_ms).values()
+        scheduler = client.run_on_scheduler(_periods_ms)
+    assert worker[:2] == scheduler[:2] == (1000, 2000)
+    assert worker[2] == 0.1  # the memory check that kills a worker at its limit: kept
+    with dask.config.set({"distributed.admin.tick.interval": "50ms"}):
+        with connect(n_workers=1, **options, lazy=False) as client:
+            (worker,) = client.run(_periods_ms).values()
+    assert worker[:2] == (50, 2000)
+
+
 def test_compute_on_a_local_cluster_runs_there_and_gives_each_result(capsys):
     values = np.arange(24.0).reshape(4, 6)
     array = da.from_array(values, chunks=(1, 6))
