@@ -822,13 +822,11 @@ def when_started(fn: Callable[[], None]) -> None:
     starts at once. Exceptions in ``fn`` are its own to handle.
     """
     lazy = _lazy_connection()
-    if lazy is None:
-        _in_background(fn)
-        return
-    with lazy._lock:
-        if lazy._client is None:
-            lazy._on_start.append(fn)
-            return
+    if lazy is not None:
+        with lazy._lock:
+            if lazy._client is None:  # else it started meanwhile
+                lazy._on_start.append(fn)
+                return
     _in_background(fn)
 
 
