@@ -73,6 +73,32 @@ LOCAL_CLUSTER_CONFIG = {
 }
 
 
+class _HeartbeatCutByClose(logging.Filter):
+    """Drops the error a worker logs when its own close cuts a heartbeat short.
+
+    A race of distributed's: a worker closing (its cluster is done) refuses the connection its
+    last heartbeat is opening ("ConnectionPool closing"), and logs that with a traceback, on
+    the standard error of the ``pupsnr`` command that succeeded. Every other heartbeat
+    failure (a scheduler that cannot be reached) is still logged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        err = record.exc_info[1] if record.exc_info else None
+        return not (
+            record.getMessage().startswith("Failed to communicate with scheduler during heartbeat")
+            and isinstance(err, OSError)
+            and "ConnectionPool closing" in str(err)
+        )
+
+
+_HEARTBEAT_CUT_BY_CLOSE = _HeartbeatCutByClose()
+
+
+def dask_setup(worker: Any) -> None:
+    """Run by each worker of the local cluster as it starts (a Dask preload of this module)."""
+    logging.getLogger("distributed.worker").addFilter(_HEARTBEAT_CUT_BY_CLOSE)
+
+
 class SchedulerLostError(ConnectionError):
     """The connection to the Dask scheduler was lost while a computation was running."""
 
@@ -389,6 +415,10 @@ def start_local_cluster(
     }
     if PROFILE_ENV not in os.environ:
         config["distributed.worker.profile.enabled"] = False
+    preload = list(dask.config.get("distributed.worker.preload", None) or [])
+    if __name__ not in preload:  # its dask_setup: the workers' logging
+        preload.append(__name__)
+    config["distributed.worker.preload"] = preload
     shipped = dask.config.merge(*dask.config.defaults)  # distributed's own defaults
     for key, value in LOCAL_CLUSTER_CONFIG.items():
         if dask.config.get(key) == dask.config.get(key, config=shipped):  # else the user's

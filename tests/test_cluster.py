@@ -10,6 +10,7 @@ Dying and lost workers, unreachable and TLS schedulers, Ctrl-C are in ``test_han
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import subprocess
@@ -238,6 +239,50 @@ def test_the_local_cluster_checks_its_event_loops_less_often_unless_configured(p
         with connect(n_workers=1, **options, lazy=False) as client:
             (worker,) = client.run(_periods_ms).values()
     assert worker[:2] == (50, 2000)
+
+
+def _heartbeat_error(err: BaseException | None, message: str) -> logging.LogRecord:
+    """The record distributed's Worker.heartbeat logs with ``logger.exception``."""
+    exc_info = (type(err), err, err.__traceback__) if err is not None else None
+    return logging.LogRecord("distributed.worker", logging.ERROR, "worker.py", 1206, message,
+                             None, exc_info)  # fmt: skip
+
+
+def test_a_heartbeat_cut_short_by_the_workers_own_close_is_not_logged_and_nothing_else():
+    from distributed.comm.core import CommClosedError
+
+    def raised(err: BaseException) -> BaseException:
+        try:
+            raise err
+        except BaseException as caught:
+            return caught
+
+    closing = raised(CommClosedError("ConnectionPool closing."))
+    message = "Failed to communicate with scheduler during heartbeat."
+    keep = cluster._HEARTBEAT_CUT_BY_CLOSE.filter
+    assert not keep(_heartbeat_error(closing, message))
+    assert keep(
+        _heartbeat_error(raised(OSError("Timed out trying to connect to 'tcp://x'")), message)
+    )
+    assert keep(_heartbeat_error(closing, "Unexpected exception during heartbeat. Closing worker."))
+    assert keep(_heartbeat_error(None, message))
+
+
+def _filters_heartbeat_cut_by_close(dask_worker) -> bool:
+    return cluster._HEARTBEAT_CUT_BY_CLOSE in logging.getLogger("distributed.worker").filters
+
+
+def _preloads(dask_worker) -> list[str]:
+    return [preload.name for preload in dask_worker.preloads]
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+def test_the_local_workers_install_that_filter_as_they_start(processes):
+    with dask.config.set({"distributed.worker.preload": ["pupsnr_dask.defaults"]}):
+        with connect(n_workers=1, **{**LOCAL, "processes": processes}, lazy=False) as client:
+            assert list(client.run(_filters_heartbeat_cut_by_close).values()) == [True]
+            (preload,) = client.run(_preloads).values()
+    assert preload == ["pupsnr_dask.defaults", "pupsnr_dask.cluster"]  # the user's kept
 
 
 def test_compute_on_a_local_cluster_runs_there_and_gives_each_result(capsys):
