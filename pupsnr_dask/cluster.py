@@ -404,7 +404,8 @@ def start_local_cluster(
 
     ``processes``: ``n_workers`` single-threaded worker processes (default one per core);
     otherwise one worker in this process with ``n_workers`` threads. The workers' profiler
-    is off (:data:`PROFILE_ENV`=True turns it on).
+    is off (:data:`PROFILE_ENV`=True turns it on); they run Dask's periodic checks less often
+    (:data:`LOCAL_CLUSTER_CONFIG`) and preload this module (:func:`dask_setup`).
     """
     from distributed import LocalCluster
 
@@ -415,7 +416,8 @@ def start_local_cluster(
     }
     if PROFILE_ENV not in os.environ:
         config["distributed.worker.profile.enabled"] = False
-    preload = list(dask.config.get("distributed.worker.preload", None) or [])
+    preload = dask.config.get("distributed.worker.preload", None) or []
+    preload = [preload] if isinstance(preload, str) else list(preload)  # one, or a list
     if __name__ not in preload:  # its dask_setup: the workers' logging
         preload.append(__name__)
     config["distributed.worker.preload"] = preload

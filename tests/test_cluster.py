@@ -278,7 +278,7 @@ def _preloads(dask_worker) -> list[str]:
 
 @pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
 def test_the_local_workers_install_that_filter_as_they_start(processes):
-    with dask.config.set({"distributed.worker.preload": ["pupsnr_dask.defaults"]}):
+    with dask.config.set({"distributed.worker.preload": "pupsnr_dask.defaults"}):  # as in $DASK_
         with connect(n_workers=1, **{**LOCAL, "processes": processes}, lazy=False) as client:
             assert list(client.run(_filters_heartbeat_cut_by_close).values()) == [True]
             (preload,) = client.run(_preloads).values()
