@@ -63,10 +63,11 @@ LOCAL_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": 1 << 25, "MALLOC_TRIM_THRESHOLD_":
 PROFILE_ENV = "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"
 #: Dask settings of the local cluster, unless set already (configuration file, environment).
 #: Every scheduler, nanny and worker checks its event loop every 20 ms and samples CPU, memory
-#: and I/O every 0.5 s; on two cores that took 0.5 s of CPU from the 2,000-file ingest's
-#: workers (19.75 s -> 19.42 s, three runs each, benchmarks/RESULTS.md). A blocked loop is
-#: still reported (after 3 s), the dashboard's system plots get a point every 2 s. The
-#: nannies' memory check (0.1 s) is kept: it kills a worker at its limit before the system does.
+#: and I/O every 0.5 s; on two cores that took ~0.7 s of CPU (0.4 s of it in the ``pupsnr``
+#: process) from the 2,000-file ingest: 19.75 s -> 19.42 s (three runs each, RESULTS.md). A
+#: blocked loop is still reported (after 3 s), the dashboard's system plots get a point every
+#: 2 s. The nannies' memory check (0.1 s) is kept: it kills a worker at its limit before the
+#: system does.
 LOCAL_CLUSTER_CONFIG = {
     "distributed.admin.tick.interval": "1s",
     "distributed.admin.system-monitor.interval": "2s",

@@ -213,7 +213,7 @@ def test_the_local_workers_profiler_is_off_unless_the_environment_turns_it_on(
         assert list(client.run(_profiling).values()) == [True]
 
 
-def _periods_ms(dask_worker) -> tuple[float, float, float]:
+def _periods(dask_worker) -> tuple[float, float, float]:
     """How often the server checks its event loop and samples the system (ms), and how often a
     worker checks its memory (s)."""
     pc = dask_worker.periodic_callbacks
@@ -231,13 +231,13 @@ def test_the_local_cluster_checks_its_event_loops_less_often_unless_configured(p
     (RESULTS.md): 1 s and 2 s on the scheduler and every worker; a user's setting wins."""
     options = {**LOCAL, "processes": processes}
     with connect(n_workers=1, **options, lazy=False) as client:
-        (worker,) = client.run(_periods_ms).values()
-        scheduler = client.run_on_scheduler(_periods_ms)
+        (worker,) = client.run(_periods).values()
+        scheduler = client.run_on_scheduler(_periods)
     assert worker[:2] == scheduler[:2] == (1000, 2000)
     assert worker[2] == 0.1  # the memory check that kills a worker at its limit: kept
     with dask.config.set({"distributed.admin.tick.interval": "50ms"}):
         with connect(n_workers=1, **options, lazy=False) as client:
-            (worker,) = client.run(_periods_ms).values()
+            (worker,) = client.run(_periods).values()
     assert worker[:2] == (50, 2000)
 
 
