@@ -3,6 +3,7 @@
 For interactive work and for the plots and the HTML report::
 
     summarize(results, "train")            # the published table's statistics, by variant x scale
+    summary_figures(results, "train")      # the same as NumPy arrays (what `pupsnr report` prints)
     summary_table(results)                 # summarize() + spread of the finite PSNRs
     extremes(results, "gray", 8, n=5)      # the 5 images with the lowest PSNR there
     with_image_coords(results, images)     # the cube with colour score and original size
@@ -16,13 +17,13 @@ bar when standard error is a terminal (``summarize`` computes on the active sche
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from pupsnr_dask import registry, schema
-from pupsnr_dask.cluster import compute
 from pupsnr_dask.defaults import Split
 from pupsnr_dask.kernels.metrics import psnr_from_mse
 from pupsnr_dask.store import zarr_io
@@ -97,6 +98,98 @@ def statistic_names(metric: str) -> dict[str, str]:
     }
 
 
+def compute(*collections: Any, progress: bool | None = None) -> tuple[Any, ...]:
+    """:func:`pupsnr_dask.cluster.compute`, imported when first needed.
+
+    ``pupsnr report``'s table reads a store into NumPy and needs neither dask nor the cluster
+    module (0.12 s of import, measured): it does not import them.
+    """
+    from pupsnr_dask.cluster import compute as compute_on_cluster
+
+    return compute_on_cluster(*collections, progress=progress)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The figures of :func:`summarize` as NumPy arrays: what ``pupsnr report`` prints.
+
+    xarray imports dask.array (~0.35 s, measured) the first time it wraps NumPy data in a
+    variable (its check for dask arrays), so the report's table is computed and formatted
+    from this, and only :meth:`to_dataset` makes the ``xr.Dataset`` of :func:`summarize`.
+
+    Attributes
+    ----------
+    coords : dict
+        The results' coordinate variables without the image dimension (``variant``,
+        ``scale``, ``resolution``), as xarray variables.
+    values : dict
+        Each statistic (and ``n_infinite``) by name, a float or int array ``(variant, scale)``.
+    n_images : int
+        How many images were summarised.
+    attrs : dict
+        ``split``, ``units``, ``metric`` and ``aggregate`` (how the dataset figure is formed).
+    """
+
+    coords: dict[str, xr.Variable]
+    values: dict[str, np.ndarray]
+    n_images: int
+    attrs: dict[str, Any]
+
+    @property
+    def variants(self) -> list[str]:
+        """The variants, in the order of the rows of :attr:`values`."""
+        return [str(v) for v in self.coords[schema.VARIANT].values]
+
+    @property
+    def scales(self) -> list[int]:
+        """The scales, in the order of the columns of :attr:`values`."""
+        return [int(s) for s in self.coords[schema.SCALE].values]
+
+    @property
+    def resolutions(self) -> list[int]:
+        """The side of the pooled image at each scale."""
+        return [int(r) for r in self.coords[schema.RESOLUTION].values]
+
+    @classmethod
+    def of(cls, summary: xr.Dataset | Summary) -> Summary:
+        """``summary`` as a :class:`Summary`.
+
+        ``summary``: the output of :func:`summarize` or :func:`summary_table` (every
+        ``(variant, scale)`` variable is kept), or a :class:`Summary`.
+        """
+        if isinstance(summary, Summary):
+            return summary
+        dims = {schema.VARIANT, schema.SCALE}
+        return cls(
+            coords={str(name): c.variable for name, c in summary.coords.items()},
+            values={
+                str(name): var.transpose(schema.VARIANT, schema.SCALE).values
+                for name, var in summary.data_vars.items()
+                if set(var.dims) == dims
+            },
+            n_images=int(summary["n_images"]),
+            attrs=dict(summary.attrs),
+        )
+
+    def to_dataset(self) -> xr.Dataset:
+        """The dataset of :func:`summarize`: each statistic with its ``long_name``."""
+        metric = str(self.attrs["metric"])
+        titles = {
+            **statistic_names(metric),
+            "n_infinite": f"images whose {metric} is +inf (identical to img_true)",
+        }
+        units = self.attrs.get("units")
+        dims = (schema.VARIANT, schema.SCALE)
+        data_vars: dict[str, Any] = {}
+        for name, values in self.values.items():
+            attrs = {"long_name": titles.get(name, name)}
+            if units and values.dtype.kind == "f":
+                attrs = {"units": units, **attrs}
+            data_vars[name] = xr.Variable(dims, values, attrs)
+        data_vars["n_images"] = xr.Variable((), np.int64(self.n_images), {"long_name": "images"})
+        return xr.Dataset(data_vars, coords=self.coords, attrs=dict(self.attrs))
+
+
 def summarize(results: xr.Dataset, split: Split = "all", metric: str = "psnr") -> xr.Dataset:
     """Dataset statistics by variant x scale, computed eagerly.
 
@@ -117,30 +210,40 @@ def summarize(results: xr.Dataset, split: Split = "all", metric: str = "psnr") -
         ``psnr_of_mean_mse_db``, ``n_images``, ``n_infinite``. For another metric the two
         statistics of :func:`statistic_names` (mean and standard deviation of the per-image
         values), ``n_images`` and ``n_infinite``. The attributes name the ``metric``, its
-        ``units`` and its ``aggregate`` (how the dataset figure is formed).
+        ``units`` and its ``aggregate`` (how the dataset figure is formed). NaN values (none
+        in a finished store) are left out of the means, as xarray's reductions leave them.
+    """
+    return summary_figures(results, split, metric).to_dataset()
+
+
+def summary_figures(results: xr.Dataset, split: Split = "all", metric: str = "psnr") -> Summary:
+    """The figures of :func:`summarize` as a :class:`Summary` (NumPy arrays, no xarray result).
+
+    Parameters and figures as for :func:`summarize`.
     """
     spec = check_metric(results, metric)
-    if metric != schema.PSNR:
-        return _summarize_other(results, split, spec)
     sel = select_split(results, split)
-    psnr, mse = _read(sel[schema.PSNR], sel[schema.MSE])  # one pass
     n = sel.sizes[schema.IMAGE]
     if n == 0:
         raise ValueError(f"no images in split {split!r}")
-    with np.errstate(invalid="ignore"):
-        out = xr.Dataset(
-            {
-                "mean_psnr_db": psnr.mean(schema.IMAGE),
-                "std_psnr_db": psnr.std(schema.IMAGE, ddof=1)
-                if n > 1
-                else psnr.mean(schema.IMAGE) * np.nan,
-                "psnr_of_mean_mse_db": xr.apply_ufunc(psnr_from_mse, mse.mean(schema.IMAGE)),
-                "n_infinite": xr.apply_ufunc(np.isinf, psnr).sum(schema.IMAGE),
-            }
-        )
-    out["n_images"] = n
-    out.attrs = {"split": split, "units": "dB", "metric": metric, "aggregate": spec.aggregate}
-    return out.drop_vars([c for c in (schema.SOURCE, schema.SPLIT) if c in out.coords])
+    names = [spec.name, *([schema.MSE] if metric == schema.PSNR else [])]
+    order = (schema.IMAGE, schema.VARIANT, schema.SCALE)
+    read = _read(*(sel[name].transpose(*order) for name in names))
+    cube = read[0].values
+    mean, std = list(statistic_names(spec.name))[:2]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        # an all-NaN column: NaN, as xarray gives it, without NumPy's warnings
+        warnings.simplefilter("ignore", RuntimeWarning)
+        values = {
+            mean: np.nanmean(cube, axis=0),
+            std: np.nanstd(cube, axis=0, ddof=1) if n > 1 else np.full(cube.shape[1:], np.nan),
+        }
+        if metric == schema.PSNR:
+            values["psnr_of_mean_mse_db"] = psnr_from_mse(np.nanmean(read[1].values, axis=0))
+    values["n_infinite"] = np.isinf(cube).sum(axis=0)
+    coords = {str(name): c.variable for name, c in sel.coords.items() if schema.IMAGE not in c.dims}
+    attrs = {"split": split, "units": spec.units, "metric": spec.name, "aggregate": spec.aggregate}
+    return Summary(coords, values, n, attrs)
 
 
 def _read(*arrays: xr.DataArray) -> tuple[xr.DataArray, ...]:
@@ -152,34 +255,6 @@ def _read(*arrays: xr.DataArray) -> tuple[xr.DataArray, ...]:
     if any(a.chunks is not None for a in arrays):
         return compute(*arrays, progress=False)
     return tuple(a.load() for a in arrays)
-
-
-def _summarize_other(results: xr.Dataset, split: Split, spec: registry.MetricSpec) -> xr.Dataset:
-    """:func:`summarize` for a metric other than psnr: mean and std of per-image values."""
-    sel = select_split(results, split)
-    (values,) = _read(sel[spec.name])
-    n = sel.sizes[schema.IMAGE]
-    if n == 0:
-        raise ValueError(f"no images in split {split!r}")
-    mean, std = statistic_names(spec.name)
-    with np.errstate(invalid="ignore"):
-        out = xr.Dataset(
-            {
-                mean: values.mean(schema.IMAGE),
-                std: values.std(schema.IMAGE, ddof=1)
-                if n > 1
-                else values.mean(schema.IMAGE) * np.nan,
-                "n_infinite": xr.apply_ufunc(np.isinf, values).sum(schema.IMAGE),
-            }
-        )
-    out["n_images"] = n
-    out.attrs = {
-        "split": split,
-        "units": spec.units,
-        "metric": spec.name,
-        "aggregate": spec.aggregate,
-    }
-    return out.drop_vars([c for c in (schema.SOURCE, schema.SPLIT) if c in out.coords])
 
 
 def t_half_width(std: Any, n: Any, confidence: float) -> Any:

@@ -301,7 +301,7 @@ def test_a_type_error_of_ours_is_an_internal_error_with_its_traceback(
     from pupsnr_dask.store.fs import parse_storage_options
 
     # a bug: our code handed a value of the wrong kind to our own function
-    monkeypatch.setattr(query, "summarize", lambda *a, **k: parse_storage_options(42))
+    monkeypatch.setattr(query, "summary_figures", lambda *a, **k: parse_storage_options(42))
     assert main(["report", str(results_store)]) == 70
     err = capsys.readouterr().err
     assert "Traceback" in err and "TypeError" in err

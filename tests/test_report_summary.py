@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -201,3 +202,73 @@ def test_ssim_tables_have_four_decimals_and_say_which_metric(cube):
 def test_an_unknown_format_is_refused(table):
     with pytest.raises(ValueError, match="format must be one of"):
         format_summary(table, "html")
+
+
+def _xarray_reference(cube: xr.Dataset, split: str, metric: str) -> dict[str, np.ndarray]:
+    """The statistics by xarray's own reductions (NaN skipped, as xarray does for floats)."""
+    sel = cube if split == "all" else cube.isel(image=np.flatnonzero(cube["split"] == split))
+    mean, std = list(query.statistic_names(metric))[:2]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # std of +inf, an all-NaN column
+        return _reductions(sel, metric, mean, std)
+
+
+def _reductions(sel: xr.Dataset, metric: str, mean: str, std: str) -> dict[str, np.ndarray]:
+    values = sel[metric]
+    out = {
+        mean: values.mean("image").values,
+        std: values.std("image", ddof=1).values,
+        "n_infinite": np.isinf(values).sum("image").values,
+    }
+    if metric == "psnr":
+        out["psnr_of_mean_mse_db"] = _psnr(sel["mse"].mean("image").values)
+    return out
+
+
+@pytest.mark.parametrize("metric", ["psnr", "ssim"])
+@pytest.mark.parametrize("split", ["all", "train", "test"])
+@pytest.mark.parametrize("with_nan", [False, True])
+def test_summary_figures_are_xarrays_reductions_bit_for_bit(cube, metric, split, with_nan):
+    """The NumPy statistics of ``pupsnr report`` (``summary_figures``) are those of xarray's
+    reductions, bit for bit, NaN values left out as xarray leaves them; ``summarize`` is the
+    same figures as a dataset, and both format to the same text, csv and json."""
+    if with_nan:
+        cube = cube.copy(deep=True)
+        cube[metric].values[2, 1, 1] = np.nan  # one image's value missing
+        cube[metric].values[:, 2, 3] = np.nan  # a whole column missing: NaN, not a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NumPy warning reaches the user
+        figures = query.summary_figures(cube, split, metric)
+    want = _xarray_reference(cube, split, metric)
+    assert set(figures.values) == set(want)
+    for name, values in want.items():
+        np.testing.assert_array_equal(figures.values[name], values, err_msg=name)
+        assert figures.values[name].dtype == values.dtype, name
+    n = len(cube["image"]) if split == "all" else int((cube["split"] == split).sum())
+    assert figures.n_images == n
+    assert (figures.variants, figures.scales) == (VARIANTS, SCALES)
+    assert figures.resolutions == [SIZE // s for s in SCALES]
+    ds = query.summarize(cube, split, metric)
+    for name, values in want.items():
+        np.testing.assert_array_equal(ds[name].transpose("variant", "scale").values, values)
+        assert ds[name].attrs["long_name"], name
+    assert int(ds["n_images"]) == n and ds.attrs == figures.attrs
+    assert ds.attrs["metric"] == metric and ds.attrs["split"] == split
+    for fmt in ("text", "csv", "json", "markdown"):
+        assert format_summary(figures, fmt) == format_summary(ds, fmt), fmt
+
+
+def test_the_dataset_of_summarize_names_each_statistic_and_its_units(cube):
+    ds = query.summarize(cube)
+    assert ds["mean_psnr_db"].attrs == {"units": "dB", "long_name": "Mean PSNR (dB)"}
+    assert ds["psnr_of_mean_mse_db"].attrs["units"] == "dB"
+    assert "units" not in ds["n_infinite"].attrs  # a count
+    assert set(ds.coords) == {"variant", "scale", "resolution"}
+    assert query.summarize(cube, metric="ssim")["mean_ssim"].attrs["units"] == "1"  # CF: none
+
+
+def test_one_image_has_no_standard_deviation(cube):
+    one = cube.isel(image=[0])
+    figures = query.summary_figures(one)
+    assert np.isnan(figures.values["std_psnr_db"]).all()
+    np.testing.assert_array_equal(figures.values["mean_psnr_db"], one["psnr"].values[0])

@@ -24,9 +24,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from pupsnr_dask import schema
 from pupsnr_dask.defaults import Format
-from pupsnr_dask.query import statistic_names
+from pupsnr_dask.query import Summary, statistic_names
 from pupsnr_dask.report.tables import check_format, format_value, render
 
 #: The statistics of :func:`pupsnr_dask.query.summarize` that the tables show for PSNR, with
@@ -34,48 +33,50 @@ from pupsnr_dask.report.tables import check_format, format_value, render
 STATISTICS = statistic_names("psnr")
 
 
-def _metric(summary: xr.Dataset) -> str:
+def _metric(summary: Summary) -> str:
     return str(summary.attrs.get("metric", "psnr"))
 
 
-def _digits(summary: xr.Dataset) -> int:
+def _digits(summary: Summary) -> int:
     """Decimals shown: 2 for dB, 4 for a dimensionless metric (SSIM)."""
     return 2 if summary.attrs.get("units", "dB") == "dB" else 4
 
 
-def _by_scale(summary: xr.Dataset, cell: Any) -> pd.DataFrame:
+def _by_scale(summary: Summary, cell: Any) -> pd.DataFrame:
     """Rows = scale (with its resolution), columns = variant, ``cell(j, k)`` in each."""
-    variants = [str(v) for v in summary[schema.VARIANT].values]
+    variants = summary.variants
     rows = []
-    for k, scale in enumerate(summary[schema.SCALE].values):
-        row = {"scale": str(int(scale)), "resolution": str(int(summary[schema.RESOLUTION][k]))}
+    for k, (scale, resolution) in enumerate(zip(summary.scales, summary.resolutions, strict=True)):
+        row = {"scale": str(scale), "resolution": str(resolution)}
         rows.append(row | {v: cell(j, k) for j, v in enumerate(variants)})
     return pd.DataFrame(rows, columns=["scale", "resolution", *variants])
 
 
-def statistic_frame(summary: xr.Dataset, stat: str) -> pd.DataFrame:
+def statistic_frame(summary: xr.Dataset | Summary, stat: str) -> pd.DataFrame:
     """One statistic of ``summary`` as SPEC.md lays it out, formatted (``"—"``, ``"∞"``)."""
-    n = int(summary["n_images"])
-    digits = _digits(summary)
+    summary = Summary.of(summary)
+    n, digits = summary.n_images, _digits(summary)
+    values, n_infinite = summary.values[stat], summary.values["n_infinite"]
 
     def cell(j: int, k: int) -> str:
-        all_inf = int(summary["n_infinite"].values[j, k]) == n
-        return format_value(float(summary[stat].values[j, k]), all_inf, digits=digits)
+        return format_value(float(values[j, k]), int(n_infinite[j, k]) == n, digits=digits)
 
     return _by_scale(summary, cell)
 
 
-def interval_frame(summary: xr.Dataset) -> pd.DataFrame:
+def interval_frame(summary: xr.Dataset | Summary) -> pd.DataFrame:
     """Mean of the finite values with its 95% interval, from :func:`query.summary_table`.
 
     The values are PSNRs or those of the table's metric: 2 decimals for dB, 4 for SSIM.
     """
+    summary = Summary.of(summary)
     d = _digits(summary)
+    means, lows, highs = (
+        summary.values[name] for name in ("finite_mean_psnr_db", "ci95_low_db", "ci95_high_db")
+    )
 
     def cell(j: int, k: int) -> str:
-        mean = float(summary["finite_mean_psnr_db"].values[j, k])
-        low = float(summary["ci95_low_db"].values[j, k])
-        high = float(summary["ci95_high_db"].values[j, k])
+        mean, low, high = float(means[j, k]), float(lows[j, k]), float(highs[j, k])
         if np.isnan(mean):
             return "—"
         return f"{mean:.{d}f}" if np.isnan(low) else f"{mean:.{d}f} [{low:.{d}f}, {high:.{d}f}]"
@@ -83,31 +84,36 @@ def interval_frame(summary: xr.Dataset) -> pd.DataFrame:
     return _by_scale(summary, cell)
 
 
-def records_frame(summary: xr.Dataset) -> pd.DataFrame:
+def records_frame(summary: xr.Dataset | Summary) -> pd.DataFrame:
     """One row per (variant, scale): counts and every statistic, unrounded."""
+    summary = Summary.of(summary)
     rows = []
-    stats = statistic_names(_metric(summary))
-    for j, variant in enumerate(summary[schema.VARIANT].values):
-        for k, scale in enumerate(summary[schema.SCALE].values):
+    metric = _metric(summary)
+    stats = statistic_names(metric)
+    for j, variant in enumerate(summary.variants):
+        for k, (scale, resolution) in enumerate(
+            zip(summary.scales, summary.resolutions, strict=True)
+        ):
             row: dict[str, Any] = {
-                "metric": _metric(summary),
-                "variant": str(variant),
-                "scale": int(scale),
-                "resolution": int(summary[schema.RESOLUTION].values[k]),
-                "n_images": int(summary["n_images"]),
-                "n_infinite": int(summary["n_infinite"].values[j, k]),
+                "metric": metric,
+                "variant": variant,
+                "scale": scale,
+                "resolution": resolution,
+                "n_images": summary.n_images,
+                "n_infinite": int(summary.values["n_infinite"][j, k]),
             }
-            rows.append(row | {s: float(summary[s].values[j, k]) for s in stats})
+            rows.append(row | {s: float(summary.values[s][j, k]) for s in stats})
     return pd.DataFrame(rows)
 
 
-def format_summary(summary: xr.Dataset, fmt: Format = "text") -> str:
+def format_summary(summary: xr.Dataset | Summary, fmt: Format = "text") -> str:
     """Render the output of :func:`pupsnr_dask.query.summarize` as text.
 
     Parameters
     ----------
-    summary : xr.Dataset
-        Dims ``(variant, scale)``, from ``summarize``.
+    summary : xr.Dataset or Summary
+        Dims ``(variant, scale)``, from ``summarize`` (or its figures, from
+        :func:`pupsnr_dask.query.summary_figures`, which need no dask.array).
     fmt : {"text", "markdown", "csv", "json"}
         Tables laid out as SPEC.md (rows = scale, columns = variant) for text and markdown;
         one row per (variant, scale) for csv and json (+inf as null in json).
@@ -117,16 +123,17 @@ def format_summary(summary: xr.Dataset, fmt: Format = "text") -> str:
     str
     """
     check_format(fmt)
+    summary = Summary.of(summary)
     metric = _metric(summary)
     if fmt in ("csv", "json"):
         meta = {
-            "n_images": int(summary["n_images"]),
+            "n_images": summary.n_images,
             "split": summary.attrs.get("split"),
             "metric": metric,
             "aggregate": summary.attrs.get("aggregate"),
         }
         return render(records_frame(summary), fmt, meta=meta)
-    lines = [f"{int(summary['n_images'])} images, split: {summary.attrs.get('split', 'all')}"]
+    lines = [f"{summary.n_images} images, split: {summary.attrs.get('split', 'all')}"]
     if metric != "psnr":
         lines.append(
             f"metric: {metric} ({summary.attrs.get('units')}, higher is better); dataset figure: "
