@@ -198,6 +198,26 @@ def test_argument_errors_of_ingest_import_neither_xarray_nor_dask_array(sample_d
     assert not (tmp_path / "d.zarr").exists()
 
 
+def test_an_up_to_date_ingest_rerun_imports_neither_distributed_nor_dask_array(
+    sample_dir, images_store, tmp_path
+):
+    """Rerunning the ingest of the same SRC into its finished store: the store's labels and
+    attributes are read into NumPy (no dask.array, ~0.6 s of import with what it pulls in),
+    no cluster starts, the store is left as it was."""
+    before = sorted(
+        (p.relative_to(images_store), p.stat().st_mtime_ns) for p in images_store.rglob("*")
+    )
+    argv = ["ingest", sample_dir, "-o", images_store, "--chunk-size", "5", "-q"]
+    code, heavy, err = _imports_of(argv, tmp_path)
+    assert code == 0, err
+    assert not {"distributed", "dask.array"} & set(heavy), heavy
+    assert "xarray" in heavy  # the store was opened (and checked) with xarray
+    after = sorted(
+        (p.relative_to(images_store), p.stat().st_mtime_ns) for p in images_store.rglob("*")
+    )
+    assert after == before
+
+
 @pytest.mark.parametrize("fmt", ["text", "csv", "json"])
 def test_report_tables_import_neither_distributed_nor_dask_array(results_store, tmp_path, fmt):
     """``pupsnr report`` (no --plot, no --html) reads the results into NumPy and summarises

@@ -149,7 +149,8 @@ def existing_store(job: Job) -> tuple[IngestBase, set[str]] | None:
     if not store_exists(job.store, storage_options):
         return None
     try:
-        ds = open_store(job.store, "images", storage_options=storage_options)
+        # lazy=False: only labels and attributes are read; no dask.array (an instant answer)
+        ds = open_store(job.store, "images", storage_options=storage_options, lazy=False)
     except schema.StoreError as err:
         why = why_not_removable(job.store, "images", storage_options)
         # --overwrite deletes only stores that pupsnr wrote
