@@ -20,9 +20,8 @@ import hashlib
 import json
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 from dask.base import tokenize
@@ -70,6 +69,9 @@ from pupsnr_dask.store.zarr_io import (
     unit_bounds,
     write_unit,
 )
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 Kernel = Callable[[np.ndarray], np.ndarray]
 VariantLike = str | Callable[[np.ndarray], Any]
@@ -240,6 +242,8 @@ def build_psnr_cube(
         attributes record every variant's definition and parameters and every metric's
         definition.
     """
+    import dask.array as da  # here: an up-to-date run answers without it (0.4 s of import)
+
     schema.validate(images, "images")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -360,8 +364,11 @@ def probe_variants(images: xr.Dataset, variants: Sequence[VariantSpec]) -> None:
     plugins = [spec for spec in variants if spec.family in ("plugin", "entry_point")]
     if not plugins or images.sizes[schema.IMAGE] == 0:
         return
-    pixels = images[schema.IMAGES].data
-    first = pixels.chunks[0][0] if isinstance(pixels, da.Array) else schema.DEFAULT_CHUNK_SIZE
+    pixels = images[schema.IMAGES]
+    if pixels.chunks:  # dask-backed: its first block
+        first = int(pixels.chunks[0][0])
+    else:  # read into NumPy when used: the store's first chunk
+        first = int((pixels.encoding.get("chunks") or (schema.DEFAULT_CHUNK_SIZE,))[0])
     block = np.asarray(images[schema.IMAGES][:first].values)
     keys = [str(s) for s in images[schema.SOURCE].values[:first]]
     for spec in plugins:
@@ -419,6 +426,7 @@ def run_experiment(
     progress: bool | None = None,
     notify: Callable[[str], None] | None = None,
     chunks_per_task: int | None = None,
+    lazy: bool = True,
 ) -> xr.Dataset:
     """Compute the PSNR cube of an images store and write it to ``results``.
 
@@ -449,11 +457,14 @@ def run_experiment(
         Result chunks (or shards) computed and written by each task, their images read as one
         block. Default 1, or as many as keep the run within :data:`MAX_WRITE_TASKS` tasks
         (more than 640,000 images in chunks of 32). The results do not depend on it.
+    lazy : bool
+        Return the results dask-backed (True), or as lazily indexed NumPy arrays (False:
+        complete results are then answered without importing dask.array).
 
     Returns
     -------
     xr.Dataset
-        The results store, reopened lazily.
+        The results store, reopened (its data not read).
     """
     if chunks_per_task is not None and chunks_per_task < 1:
         raise ValueError(f"chunks_per_task must be at least 1, got {chunks_per_task!r}")
@@ -466,13 +477,19 @@ def run_experiment(
         overwrite=overwrite,
         storage_options=storage_options,
     )
+    # Labels and attributes in NumPy first: complete results are answered from them and from
+    # the results' own labels, without dask.array (an instant answer, issue 12).
+    labels = open_store(store, "images", storage_options=storage_options, lazy=False)
+    plan = selection_plan(labels, store, results, variants, scales, method, metrics)
+    probe_variants(labels, _as_specs(variants))
+    say = notify or (lambda line: None)
+    if not overwrite and _complete_already(results, plan, storage_options, say):
+        return open_store(results, "psnr", storage_options=storage_options, lazy=lazy)
     images = open_store(store, "images", storage_options=storage_options)
     cube = build_psnr_cube(images, variants, scales, method=method, metrics=metrics)
-    probe_variants(images, _as_specs(variants))
     # Where img_true lives, for tools that need the pixels again (advise, HTML report, verify):
     # absolute, and relative to the results (a moved or copied pair keeps its link).
     cube.attrs.update(images_store_attrs(store, results))
-    say = notify or (lambda line: None)
     with StoreLock(results, storage_options) as lock:
         if lock.taken_over:
             say(f"took over the lock of a process that died ({describe(lock.taken_over)})")
@@ -483,7 +500,7 @@ def run_experiment(
         if overwrite:
             discard(results, "psnr", storage_options)
         if not _prepare_results(cube, results, storage_options, say):
-            return open_store(results, "psnr", storage_options=storage_options)
+            return open_store(results, "psnr", storage_options=storage_options, lazy=lazy)
 
         def regrouped(n_images: int) -> xr.Dataset:  # the same cube, read n_images a block
             grouped = _images_in_blocks(images, store, n_images, storage_options)
@@ -499,7 +516,7 @@ def run_experiment(
                 raise  # not the input's fault: a bug, shown as one (cli.main)
             raise schema.StoreError(f"computing the PSNR failed: {found}") from err
         forget(results, storage_options, kind="psnr")
-    return open_store(results, "psnr", storage_options=storage_options)
+    return open_store(results, "psnr", storage_options=storage_options, lazy=lazy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -528,16 +545,81 @@ class ExperimentPlan(RunPlan):
 
 def _run_plan(cube: xr.Dataset) -> ExperimentPlan:
     """What identifies a run (or its results): images, variants, scales, method and metrics."""
-    sources = "\n".join(str(s) for s in cube[schema.SOURCE].values)
-    return ExperimentPlan(
+    return _plan(
+        cube,
         images_store=cube.attrs.get("images_store"),
-        n_images=cube.sizes[schema.IMAGE],
-        sources_sha256=hashlib.sha256(sources.encode()).hexdigest(),
         variants=tuple(str(v) for v in cube[schema.VARIANT].values),
         scales=tuple(int(s) for s in cube[schema.SCALE].values),
         method=cube.attrs.get("method"),
         metrics=metrics_of(cube),
     )
+
+
+def selection_plan(
+    images: xr.Dataset,
+    store: str,
+    results: str,
+    variants: Sequence[VariantLike],
+    scales: Sequence[int],
+    method: str,
+    metrics: Sequence[str],
+) -> ExperimentPlan:
+    """The plan of the cube that :func:`build_psnr_cube` would make, without making it.
+
+    From the images' labels alone (no dask.array); the selection is checked as
+    ``build_psnr_cube`` checks it. Equal to the plan of that cube once
+    :func:`~pupsnr_dask.store.zarr_io.images_store_attrs` are added to it (tested).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    specs, scales, metric_specs = resolve_selection(
+        variants, scales, images.sizes[schema.Y], metrics
+    )
+    return _plan(
+        images,
+        images_store=images_store_attrs(store, results).get("images_store"),
+        variants=tuple(spec.name for spec in specs),
+        scales=scales,
+        method=method,
+        metrics=tuple(m.name for m in metric_specs),
+    )
+
+
+def _plan(labelled: xr.Dataset, **fields: Any) -> ExperimentPlan:
+    """The plan of a run over the images that ``labelled`` names (its ``source`` labels)."""
+    sources = "\n".join(str(s) for s in labelled[schema.SOURCE].values)
+    return ExperimentPlan(
+        n_images=labelled.sizes[schema.IMAGE],
+        sources_sha256=hashlib.sha256(sources.encode()).hexdigest(),
+        **fields,
+    )
+
+
+def _complete_already(
+    results: str,
+    plan: ExperimentPlan,
+    storage_options: dict[str, Any] | None,
+    say: Callable[[str], None],
+) -> bool:
+    """True (and says so) when ``results`` are complete for ``plan``, checked under the lock.
+
+    Raises as :func:`_check_complete` when they exist for other parameters or are damaged;
+    False when there are none, or an interrupted run to resume.
+    """
+    if store_exists(partial_path(results), storage_options) or not store_exists(
+        results, storage_options
+    ):
+        return False
+    with StoreLock(results, storage_options) as lock:
+        if lock.taken_over:
+            say(f"took over the lock of a process that died ({describe(lock.taken_over)})")
+        if store_exists(partial_path(results), storage_options) or not store_exists(
+            results, storage_options
+        ):  # begun or removed meanwhile: the full path decides
+            return False
+        _check_complete(results, storage_options, plan)
+    say(f"{results} is already complete for these images and parameters: nothing recomputed")
+    return True
 
 
 def _prepare_results(
@@ -562,7 +644,7 @@ def _prepare_results(
         ours = partial_is_ours(results, "psnr", storage_options)
         remove_store(results, storage_options, kind="psnr", ours=ours)
     elif store_exists(results, storage_options):
-        _check_complete(cube, results, storage_options, plan)
+        _check_complete(results, storage_options, plan)
         say(f"{results} is already complete for these images and parameters: nothing recomputed")
         return False
     start_partial(results, "psnr", storage_options)  # discards an earlier journal of ours
@@ -572,12 +654,10 @@ def _prepare_results(
 
 
 def _check_complete(
-    cube: xr.Dataset, results: str, storage_options: dict[str, Any] | None, plan: ExperimentPlan
+    results: str, storage_options: dict[str, Any] | None, plan: ExperimentPlan
 ) -> None:
-    try:
-        done = open_store(
-            results, "psnr", storage_options=storage_options, verify=True
-        )  # not computed again
+    try:  # labels and every result chunk checked, read into NumPy: no dask.array
+        done = open_store(results, "psnr", storage_options=storage_options, verify=True, lazy=False)
     except schema.StoreError as err:
         why = why_not_removable(results, "psnr", storage_options)
         hint = f"it {why}: move it away" if why else "use --overwrite"
@@ -642,6 +722,7 @@ def _images_in_blocks(
     images: xr.Dataset, store: str, n_images: int, storage_options: dict[str, Any] | None
 ) -> xr.Dataset:
     """``images`` with its pixels read ``n_images`` a dask block (one read task per block)."""
+    import dask.array as da
     import zarr
 
     array = zarr.open_array(
@@ -698,6 +779,7 @@ def _write_tasks(
     measures this graph.
     """
     import dask
+    import dask.array as da
 
     n = cube.sizes[schema.IMAGE]
     bounds = unit_bounds(0, n, unit)

@@ -173,3 +173,38 @@ def test_the_old_names_run_and_ingest_still_work_and_warn(tmp_path, images_store
     src.mkdir()
     with pytest.warns(DeprecationWarning, match="use ingest_folder"), pytest.raises(ValueError):
         pupsnr_dask.ingest(str(src), str(tmp_path / "d.zarr"))  # empty SRC: the new one's error
+
+
+@pytest.mark.parametrize(
+    ("variants", "scales", "method", "metrics"),
+    [
+        (VARIANTS, SCALES, "moments", ("psnr",)),
+        (("mosaic", "sr4", "jpeg20"), (2, 8), "literal", ("ssim", "psnr_y")),
+        (("task_plugins:invert", "gray"), (1, 32), "moments", ("psnr", "ssim")),
+    ],
+)
+def test_the_plan_of_a_selection_is_the_plan_of_its_cube(
+    images_store, tmp_path, variants, scales, method, metrics
+):
+    """What an up-to-date run is checked against (the plan from the images' labels, no cube
+    built) is what the cube's own plan would be; a bad selection is refused the same way."""
+    from pupsnr_dask import experiment
+    from pupsnr_dask.store.zarr_io import images_store_attrs, open_store
+
+    results = str(tmp_path / "r.zarr")
+    labels = open_store(str(images_store), "images", lazy=False)
+    got = experiment.selection_plan(
+        labels, str(images_store), results, variants, scales, method, metrics
+    )
+    cube = build_psnr_cube(
+        open_images(str(images_store)), variants, scales, method=method, metrics=metrics
+    )
+    cube.attrs.update(images_store_attrs(str(images_store), results))
+    assert got == experiment._run_plan(cube)
+    assert got.images_store and got.n_images == labels.sizes["image"]
+    for bad, match in [({"method": "fast"}, "method must be one of"), ({"scales": [3]}, "divisor")]:
+        args = {"variants": variants, "scales": scales, "method": method, **bad}
+        with pytest.raises(ValueError, match=match):
+            experiment.selection_plan(labels, str(images_store), results, metrics=metrics, **args)
+        with pytest.raises(ValueError, match=match):
+            build_psnr_cube(open_images(str(images_store)), **args, metrics=metrics)

@@ -141,11 +141,18 @@ _IMPORT_PROBE = (
     "with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):\n"
     "    code = main(argv)\n"
     "heavy = ('xarray', 'zarr', 'dask', 'dask.array', 'distributed', 'pandas')\n"
-    "print(json.dumps([code, sorted(m for m in heavy if m in sys.modules), err.getvalue()]))\n"
+    "found = sorted(m for m in heavy if m in sys.modules)\n"
+    "print(json.dumps([code, found, err.getvalue(), out.getvalue()]))\n"
 )
 
 
 def _imports_of(argv: list[str], cwd) -> tuple[int, list[str], str]:
+    """The exit code, the heavy modules imported and the standard error of a command."""
+    return _probe(argv, cwd)[:3]
+
+
+def _probe(argv: list[str], cwd) -> tuple[int, list[str], str, str]:
+    """:func:`_imports_of` and the command's standard output."""
     import json
     import subprocess
     import sys
@@ -157,8 +164,8 @@ def _imports_of(argv: list[str], cwd) -> tuple[int, list[str], str]:
         cwd=cwd,
     )
     assert proc.returncode == 0, proc.stderr
-    code, heavy, err = json.loads(proc.stdout.splitlines()[-1])
-    return code, heavy, err
+    code, heavy, err, out = json.loads(proc.stdout.splitlines()[-1])
+    return code, heavy, err, out
 
 
 def test_store_errors_of_run_import_neither_xarray_nor_dask(results_store, tmp_path):
@@ -216,6 +223,30 @@ def test_an_up_to_date_ingest_rerun_imports_neither_distributed_nor_dask_array(
         (p.relative_to(images_store), p.stat().st_mtime_ns) for p in images_store.rglob("*")
     )
     assert after == before
+
+
+def test_an_up_to_date_run_rerun_imports_neither_distributed_nor_dask_array(
+    images_store, results_store, tmp_path
+):
+    """``pupsnr run`` on complete RESULTS: answered from both stores' labels and the results'
+    checked chunks, read into NumPy (no dask.array, no cluster), RESULTS left untouched; the
+    same RESULTS asked for other scales are still refused."""
+
+    def files() -> list[tuple[object, int]]:
+        return sorted(
+            (p.relative_to(results_store), p.stat().st_mtime_ns) for p in results_store.rglob("*")
+        )
+
+    before = files()
+    code, heavy, err, out = _probe(["run", images_store, "-o", results_store], tmp_path)
+    assert code == 0, err
+    assert "already complete for these images and parameters: nothing recomputed" in out
+    assert not {"distributed", "dask.array"} & set(heavy), heavy
+    assert files() == before
+    argv = ["run", images_store, "-o", results_store, "--scales", "1,2", "-q"]
+    code, heavy, err = _imports_of(argv, tmp_path)
+    assert code == 2 and "already exist with other scales" in err, err
+    assert files() == before
 
 
 @pytest.mark.parametrize("fmt", ["text", "csv", "json"])

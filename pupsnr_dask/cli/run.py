@@ -101,8 +101,9 @@ def run_cmd(
     from pupsnr_dask.store.zarr_io import open_store
 
     store, results = absolute(store), absolute(results)
-    images = open_store(store, "images", storage_options=storage_options)
-    from pupsnr_dask import experiment  # dask.array: only once STORE opened (store errors first)
+    # Labels in NumPy: complete RESULTS are answered without dask.array (an instant answer).
+    images = open_store(store, "images", storage_options=storage_options, lazy=False)
+    from pupsnr_dask import experiment  # only once STORE opened (store errors first)
 
     variants = (*variants, *plugins)
     specs, _, _ = experiment.resolve_selection(variants, scales, images.sizes[schema.Y], metrics)
@@ -119,6 +120,7 @@ def run_cmd(
             storage_options=storage_options,
             progress=False if quiet else None,
             notify=click.echo,
+            lazy=False,  # only its sizes and metrics are printed
         )
     what = ", ".join(experiment.metrics_of(ds)).upper().replace("_Y", "_y")
     click.echo(
