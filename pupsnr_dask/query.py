@@ -24,6 +24,7 @@ import numpy as np
 import xarray as xr
 
 from pupsnr_dask import registry, schema
+from pupsnr_dask.cluster import compute
 from pupsnr_dask.defaults import Split
 from pupsnr_dask.kernels.metrics import psnr_from_mse
 from pupsnr_dask.store import zarr_io
@@ -96,17 +97,6 @@ def statistic_names(metric: str) -> dict[str, str]:
         f"mean_{metric}{suffix}": f"Mean {spec.long_name}{units}",
         f"std_{metric}{suffix}": f"Standard deviation of {spec.long_name}{units}",
     }
-
-
-def compute(*collections: Any, progress: bool | None = None) -> tuple[Any, ...]:
-    """:func:`pupsnr_dask.cluster.compute`, imported when first needed.
-
-    ``pupsnr report``'s table reads a store into NumPy and needs neither dask nor the cluster
-    module (0.12 s of import, measured): it does not import them.
-    """
-    from pupsnr_dask.cluster import compute as compute_on_cluster
-
-    return compute_on_cluster(*collections, progress=progress)
 
 
 @dataclass(frozen=True)
