@@ -222,3 +222,20 @@ def test_benchmark_script_prints_its_table(tmp_path):
         assert row in out, row
     assert "images/s" in out and "targets" in out
     assert "max |dB difference| vs default path = 0.0e+00" in out
+
+
+def test_the_new_pages_script_times_each_round_and_leaves_nothing(tmp_path):
+    """benchmarks/new_pages.py (what a new file costs, RESULTS.md): one line a round, a time
+    each, and its files gone afterwards."""
+    argv = ["--rounds", "3", "--files", "2", "--mb", "0.01"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "new_pages.py"), str(tmp_path), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["round 0", "round 1", "round 2"]
+    assert all(float(line.split()[2]) >= 0 and "0.01 MB file (2 files)" in line for line in lines)
+    assert list(tmp_path.iterdir()) == []
