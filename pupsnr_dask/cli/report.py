@@ -93,8 +93,8 @@ def report_cmd(
     for out in (plot_file, html_file):
         if out is not None and not Path(out).resolve().parent.is_dir():
             raise FileNotFoundError(f"folder of {out!r} does not exist")
-    # The table alone is read into NumPy and summarised with NumPy: neither dask nor
-    # dask.array is imported (0.45 s of an instant answer, issue 12; see query.Summary).
+    # The table alone is read into NumPy and summarised with NumPy: dask.array is not
+    # imported (0.35 s of an instant answer, issue 12; see query.Summary).
     lazy = plot_file is not None or html_file is not None
     ds = open_store(results, "psnr", storage_options=storage_options, lazy=lazy)
     with damage_named(results, storage_options=storage_options):
