@@ -60,7 +60,7 @@ from pupsnr_dask.store.journal import (
     start_partial,
     write_plan,
 )
-from pupsnr_dask.store.lock import StoreLock, StoreLockedError, describe
+from pupsnr_dask.store.lock import StoreLock, StoreLockedError
 from pupsnr_dask.store.zarr_io import (
     create_store,
     images_store_attrs,
@@ -245,8 +245,7 @@ def build_psnr_cube(
     import dask.array as da  # here: an up-to-date run answers without it (0.4 s of import)
 
     schema.validate(images, "images")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    _check_method(method)
     size = images.sizes[schema.Y]
     specs, scales, metric_specs = resolve_selection(variants, scales, size, metrics)
     extra = tuple(m.name for m in metric_specs[1:])
@@ -491,8 +490,8 @@ def run_experiment(
     # absolute, and relative to the results (a moved or copied pair keeps its link).
     cube.attrs.update(images_store_attrs(store, results))
     with StoreLock(results, storage_options) as lock:
-        if lock.taken_over:
-            say(f"took over the lock of a process that died ({describe(lock.taken_over)})")
+        if lock.takeover_note:
+            say(lock.takeover_note)
         check_workers_see(
             {"the images store": store, "the folder of RESULTS": lock_path(results)},
             storage_options,
@@ -570,8 +569,7 @@ def selection_plan(
     ``build_psnr_cube`` checks it. Equal to the plan of that cube once
     :func:`~pupsnr_dask.store.zarr_io.images_store_attrs` are added to it (tested).
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    _check_method(method)
     specs, scales, metric_specs = resolve_selection(
         variants, scales, images.sizes[schema.Y], metrics
     )
@@ -583,6 +581,15 @@ def selection_plan(
         method=method,
         metrics=tuple(m.name for m in metric_specs),
     )
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def _complete_note(results: str) -> str:
+    return f"{results} is already complete for these images and parameters: nothing recomputed"
 
 
 def _plan(labelled: xr.Dataset, **fields: Any) -> ExperimentPlan:
@@ -611,14 +618,14 @@ def _complete_already(
     ):
         return False
     with StoreLock(results, storage_options) as lock:
-        if lock.taken_over:
-            say(f"took over the lock of a process that died ({describe(lock.taken_over)})")
+        if lock.takeover_note:
+            say(lock.takeover_note)
         if store_exists(partial_path(results), storage_options) or not store_exists(
             results, storage_options
         ):  # begun or removed meanwhile: the full path decides
             return False
         _check_complete(results, storage_options, plan)
-    say(f"{results} is already complete for these images and parameters: nothing recomputed")
+    say(_complete_note(results))
     return True
 
 
@@ -645,7 +652,7 @@ def _prepare_results(
         remove_store(results, storage_options, kind="psnr", ours=ours)
     elif store_exists(results, storage_options):
         _check_complete(results, storage_options, plan)
-        say(f"{results} is already complete for these images and parameters: nothing recomputed")
+        say(_complete_note(results))
         return False
     start_partial(results, "psnr", storage_options)  # discards an earlier journal of ours
     write_plan(results, plan, storage_options)

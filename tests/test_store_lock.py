@@ -55,7 +55,7 @@ def test_a_live_holder_in_another_process_keeps_a_second_writer_out(tmp_path):
         holder.communicate("\n", timeout=30)
     assert not os.path.exists(store + ".lock")  # released: the file is gone
     with slock.StoreLock(store) as lk:  # and the lock is free again
-        assert lk.taken_over is None
+        assert lk.taken_over is None and lk.takeover_note is None
 
 
 def test_a_killed_holder_leaves_a_lock_that_is_taken_over(tmp_path):
@@ -65,7 +65,31 @@ def test_a_killed_holder_leaves_a_lock_that_is_taken_over(tmp_path):
     holder.wait(timeout=30)
     with slock.StoreLock(store) as lk:
         assert lk.taken_over["pid"] == holder.pid
+        assert lk.takeover_note.startswith(
+            f"took over the lock of a process that died (pid {holder.pid} on host"
+        )
         assert stat.S_IMODE(os.stat(store + ".lock").st_mode) == slock.LOCK_FILE_MODE
+
+
+def test_an_up_to_date_run_takes_over_a_dead_writers_lock_and_says_so(images_store, results_store):
+    """Complete RESULTS whose lock a killed writer left: the answer takes the lock over, says
+    so, then says the results are complete; the lock is released, RESULTS untouched."""
+    from pupsnr_dask import run_experiment
+
+    store = str(results_store)
+    before = sorted((p, p.stat().st_mtime_ns) for p in results_store.rglob("*"))
+    holder = _holding(store)
+    holder.kill()
+    holder.wait(timeout=30)
+    said: list[str] = []
+    ds = run_experiment(str(images_store), store, notify=said.append, lazy=False)
+    assert said[0].startswith(f"took over the lock of a process that died (pid {holder.pid}")
+    assert said[1].endswith(
+        "is already complete for these images and parameters: nothing recomputed"
+    )
+    assert len(said) == 2 and ds["psnr"].chunks is None  # lazy=False: NumPy-backed
+    assert not os.path.exists(store + ".lock")
+    assert sorted((p, p.stat().st_mtime_ns) for p in results_store.rglob("*")) == before
 
 
 def test_the_lock_file_records_the_command_with_credentials_hidden(tmp_path, monkeypatch):

@@ -53,7 +53,7 @@ from pupsnr_dask.store.journal import (
     start_partial,
     write_plan,
 )
-from pupsnr_dask.store.lock import StoreLock, describe
+from pupsnr_dask.store.lock import StoreLock
 from pupsnr_dask.store.zarr_io import create_store, open_store, unit_bounds, write_unit
 
 Metric = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -430,8 +430,8 @@ def score_model(
         return _scores(compute(*tasks, progress=progress))
     storage_options = outputs.storage_options
     with StoreLock(outputs.store, storage_options) as lock:
-        if lock.taken_over:
-            say(f"took over the lock of a process that died ({describe(lock.taken_over)})")
+        if lock.takeover_note:
+            say(lock.takeover_note)
         check_workers_see(
             {**(sources_of or {}), "the folder of --save-outputs": lock_path(outputs.store)},
             storage_options,

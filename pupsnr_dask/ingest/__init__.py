@@ -77,7 +77,7 @@ from pupsnr_dask.store.journal import (
     durable_moment,
     forget,
 )
-from pupsnr_dask.store.lock import StoreLock, describe
+from pupsnr_dask.store.lock import StoreLock
 
 
 @dataclass
@@ -199,10 +199,8 @@ def ingest_folder(
     if skipped:
         summary.notes.append(skipped_note(skipped))
     with StoreLock(store, storage_options) as lock:
-        if lock.taken_over:
-            summary.notes.append(
-                f"took over the lock of a process that died ({describe(lock.taken_over)})"
-            )
+        if lock.takeover_note:
+            summary.notes.append(lock.takeover_note)
         check_workers_see({"SRC": src, "the folder of STORE": lock_path(store)}, storage_options)
         if overwrite:
             discard(store, "images", storage_options)

@@ -98,6 +98,13 @@ class StoreLock:
         self._fd: int | None = None
         self._info: dict[str, Any] = {}
 
+    @property
+    def takeover_note(self) -> str | None:
+        """The line that tells the user the lock was taken over from a dead process, or None."""
+        if not self.taken_over:
+            return None
+        return f"took over the lock of a process that died ({describe(self.taken_over)})"
+
     def __enter__(self) -> StoreLock:
         self._info = _holder_info()
         parent = posixpath.dirname(self._fspath.rstrip("/"))
