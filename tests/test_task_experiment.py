@@ -420,3 +420,17 @@ def test_verify_recomputes_a_task_run_noise_included(task_results, capsys):
     out = capsys.readouterr().out
     assert "noise25" in [str(v) for v in xr.open_zarr(task_results)["variant"].values]
     assert out.startswith("OK: ") and "3 images recomputed" in out, out
+
+
+def test_pupsnr_run_probes_a_plug_in_once(images_store, tmp_path, monkeypatch):
+    """The plug-in is run once on the first chunk before anything is computed (not once by the
+    command line and again by run_experiment): on complete results that is its only call."""
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("PUPSNR_TEST_CALLS", str(calls))
+    argv = ["run", str(images_store), "-o", str(tmp_path / "r.zarr"), "--scales", "1,2"]
+    argv += ["--variants", "task_plugins:counted", "-q", "--threads", "--n-workers", "1"]
+    assert main(argv) == 0
+    assert calls.read_text().splitlines()[0] == "5"  # the probe: the first chunk of 5 images
+    calls.unlink()
+    assert main(argv) == 0  # complete: nothing computed
+    assert calls.read_text().splitlines() == ["5"]

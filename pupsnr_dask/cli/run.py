@@ -101,13 +101,13 @@ def run_cmd(
     from pupsnr_dask.store.zarr_io import open_store
 
     store, results = absolute(store), absolute(results)
-    # Labels in NumPy: complete RESULTS are answered without dask.array (an instant answer).
-    images = open_store(store, "images", storage_options=storage_options, lazy=False)
-    from pupsnr_dask import experiment  # only once STORE opened (store errors first)
+    # STORE's errors answer before xarray is imported (its kind is read from its metadata).
+    open_store(store, "images", storage_options=storage_options, lazy=False)
+    from pupsnr_dask import experiment
 
     variants = (*variants, *plugins)
-    specs, _, _ = experiment.resolve_selection(variants, scales, images.sizes[schema.Y], metrics)
-    experiment.probe_variants(images, specs)  # a broken plug-in fails before a cluster starts
+    # run_experiment checks the selection and runs each plug-in once on the first chunk
+    # before the (lazy) cluster starts: a broken plug-in fails first, without one.
     with cluster_context(scheduler, n_workers, quiet):
         ds = experiment.run_experiment(
             store,
