@@ -587,12 +587,19 @@ def main(argv: list[str] | None = None) -> int:
         help="corpus files of the section 'as users run it' (user_runs.py); 0 leaves it out "
         f"[default: 2000; --quick: {user_runs.QUICK_FILES}]",
     )
+    parser.add_argument(
+        "--user-rounds",
+        type=int,
+        default=user_runs.DEFAULT_ROUNDS,
+        help="times that section's per-file loop and ingest are timed, in turn "
+        f"[default: {user_runs.DEFAULT_ROUNDS}; --quick: 1]",
+    )
     parser.add_argument("--corpus-cache", type=Path, default=None, help="keep the corpus here")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the files here")
     parser.add_argument("--verbose", "-v", action="store_true", help="progress on stderr")
     args = parser.parse_args(argv)
-    if min(args.n, args.workers, args.naive_n) < 1:
-        parser.error("--n, --workers and --naive-n must be at least 1")
+    if min(args.n, args.workers, args.naive_n, args.user_rounds) < 1:
+        parser.error("--n, --workers, --naive-n and --user-rounds must be at least 1")
 
     def say(line: str) -> None:
         if args.verbose:
@@ -612,7 +619,8 @@ def main(argv: list[str] | None = None) -> int:
             users = workdir / "user-runs"
             users.mkdir(exist_ok=True)
             cache = args.corpus_cache or users / "corpus"
-            fig = user_runs.measure(n_files, cache, users, args.workers, say, args.quick)
+            rounds = 1 if args.quick else args.user_rounds
+            fig = user_runs.measure(n_files, cache, users, args.workers, say, args.quick, rounds)
             print("\n" + user_runs.render(fig, args.quick))
     return 0
 

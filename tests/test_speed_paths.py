@@ -239,3 +239,40 @@ def test_the_new_pages_script_times_each_round_and_leaves_nothing(tmp_path):
     assert [line.split(":")[0] for line in lines] == ["round 0", "round 1", "round 2"]
     assert all(float(line.split()[2]) >= 0 and "0.01 MB file (2 files)" in line for line in lines)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_user_runs_takes_the_median_of_each_rounds_own_ratio():
+    """benchmarks/user_runs.py: the ingest's targets are medians of per-round ratios, each
+    round's ingest against the loop timed just before it (not ratios of medians)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import user_runs
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    fig = {
+        "files": 2000,
+        "kept": 2000,
+        "workers": 2,
+        # loop/ingest: 1.6, 1.2, 1.9; ingest/floor: 1.25, 5/3, 1.0526
+        "rounds": [(40.0, 25.0), (30.0, 25.0), (38.0, 20.0)],
+        "psnr_loop": 30.0,
+        "run": 8.0,
+        "warm_run": 9.0,
+        "disk_peak": 100,
+        "disk_final": 100,
+        "max_db_diff": 0.0,
+        "instant": [],
+    }
+    fig["loop"] = float(np.median([loop for loop, _ in fig["rounds"]]))
+    fig["ingest"] = float(np.median([ingest for _, ingest in fig["rounds"]]))
+    assert user_runs.round_ratios(fig) == pytest.approx((1.6, 1.25))
+    table = user_runs.render(fig, quick=False)
+    assert (
+        "| ingest process vs serial per-file loop (median of 3 rounds) | 1.60 | >= 1.6 | met |"
+        in table
+    )
+    assert "| ingest process / floor (median of 3 rounds) | 1.25 | <= 1.2 | NOT met |" in table
+    assert "| round 2: loop, ingest | 30.0, 25.0 |" in table
+    one = {**fig, "rounds": [(40.0, 25.0)], "loop": 40.0, "ingest": 25.0}
+    assert "round 1" not in user_runs.render(one, quick=False)
+    assert "| ingest process / floor | 1.25 | <= 1.2 | NOT met |" in user_runs.render(one, False)
