@@ -156,7 +156,7 @@ def measure(
     workers: int,
     say: Callable[[str], None],
     quick: bool = False,
-    rounds: int = 1,
+    rounds: int = DEFAULT_ROUNDS,
 ) -> dict[str, Any]:
     """Every figure of the section; see the module docstring.
 
