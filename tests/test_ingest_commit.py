@@ -16,6 +16,7 @@ import math
 import shutil
 
 import dask
+import dask.callbacks
 import numpy as np
 import pytest
 import reference
@@ -331,5 +332,34 @@ def test_a_grown_store_holds_every_image_in_its_row(photos, tmp_path, n_first, n
     _ingest(partial, store, chunk_size)
     stored = _stored(store)
     assert list(stored) == list(NAMES[: n_first + n_added])
+    for name, pixels in stored.items():
+        np.testing.assert_array_equal(pixels, expected[name], err_msg=name)
+
+
+class _CopyTasks(dask.callbacks.Callback):
+    """The keys of the copy tasks (``pupsnr-copy-...``) that Dask's local scheduler runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: list[str] = []
+
+    def _pretask(self, key, dsk, state) -> None:
+        if str(key).startswith("pupsnr-copy-"):
+            self.keys.append(str(key))
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_moved_chunk_files_take_one_task_per_worker_thread_not_one_per_chunk(
+    photos, tmp_path, workers
+):
+    """Six whole one-file chunks moved into place: as many copy tasks as the scheduler runs at
+    once (a task's round trip costs more than a move), each image still in its row."""
+    src, expected = photos
+    counter = _CopyTasks()
+    with dask.config.set(scheduler="threads", num_workers=workers), counter:
+        ingest_folder(str(src), str(tmp_path / "s.zarr"), size=SIZE, chunk_size=1, progress=False)
+    assert len(counter.keys) == min(workers, len(NAMES)), counter.keys
+    stored = _stored(tmp_path / "s.zarr")
+    assert list(stored) == list(NAMES)
     for name, pixels in stored.items():
         np.testing.assert_array_equal(pixels, expected[name], err_msg=name)

@@ -235,12 +235,13 @@ def _consolidate(job: Job) -> None:
 
 
 def _copy_images(job: Job, plan: IngestPlan, accepted: list[int], n0: int) -> list[str]:
-    """Copy the accepted staged images to ``images[n0:]``, one task per chunk or shard.
+    """Copy the accepted staged images to ``images[n0:]``, by chunk or shard.
 
     Units with a marker are not copied again. A unit that is one staged chunk as it is (a
     batch whose files were all kept) has that chunk's file moved into place, undecoded; these
-    take no room, so they all run at once. The others run in waves as wide as the scheduler
-    (:func:`~pupsnr_dask.cluster.parallelism`), in order; after each wave, the staged chunks
+    take no room, so they all run at once, in as many tasks as the scheduler runs at a time
+    (:func:`~pupsnr_dask.cluster.parallelism`). The others, one task each, run in waves as
+    wide as the scheduler, in order; after each wave, the staged chunks
     whose images are all in marked units are deleted, so that the staging and the store
     together never hold much more than the store (issue 12: peak disk <= 1.1x).
     Returns the :func:`pixel_digests` of the images of this plan, in order.
@@ -263,7 +264,7 @@ def _copy_images(job: Job, plan: IngestPlan, accepted: list[int], n0: int) -> li
     drop_consumed()
     todo = [k for k in range(len(bounds)) if k not in done]
     token = tokenize(job.store, accepted, n0)
-    task = dask.delayed(_copy_unit, pure=True)
+    task = dask.delayed(_copy_units, pure=True)
     staging = zarr.open_array(job.staging, mode="r", storage_options=storage_options)
     same = _same_chunk_bytes(staging, final)
     plan_batches = batches(plan)
@@ -273,25 +274,29 @@ def _copy_images(job: Job, plan: IngestPlan, accepted: list[int], n0: int) -> li
         rows = accepted[bounds[k][0] - n0 : bounds[k][1] - n0]
         batch = _whole_staged_chunk(rows, bounds[k], plan_batches, final.shape[0], chunk)
         whole[k] = batch if same else None
-    # Moved chunk files take no more room: all in one go; the others in waves, in order.
+    # Moved chunk files take no more room: all in one go, one task for each of ``width``
+    # runs of them (a move takes ~1 ms, a task's round trip to the scheduler 2-5 ms); the
+    # others one task per unit, in waves, in order.
     moved = [k for k in todo if whole[k] is not None]
     width = parallelism()
-    waves = [moved] if moved else []
+    n, runs = len(moved), min(width, len(moved))
+    waves = [[moved[i * n // runs : (i + 1) * n // runs] for i in range(runs)]] if runs else []
     rest = [k for k in todo if whole[k] is None]
-    waves += [rest[i : i + width] for i in range(0, len(rest), width)]
+    waves += [[[k] for k in rest[i : i + width]] for i in range(0, len(rest), width)]
     for wave in waves:
         tasks = [
             task(
                 job,
-                accepted[bounds[k][0] - n0 : bounds[k][1] - n0],
-                bounds[k][0],
-                k,
-                whole[k],
-                dask_key_name=f"pupsnr-copy-{token}-{k:08d}",
+                [
+                    (accepted[bounds[k][0] - n0 : bounds[k][1] - n0], bounds[k][0], k, whole[k])
+                    for k in units
+                ],
+                dask_key_name=f"pupsnr-copy-{token}-{units[0]:08d}-{len(units)}",
             )
-            for k in wave
+            for units in wave
         ]
-        done.update(zip(wave, compute(*tasks, progress=False), strict=True))
+        for units, copied in zip(wave, compute(*tasks, progress=False), strict=True):
+            done.update(zip(units, copied, strict=True))
         drop_consumed()
     return [d for k in range(len(bounds)) for d in done[k].digests]
 
@@ -412,6 +417,11 @@ def _whole_staged_chunk(
         and (stop - start == chunk or stop == n_final)
     )
     return batch if whole else None
+
+
+def _copy_units(job: Job, units: list[tuple[list[int], int, int, int | None]]) -> list[CopiedUnit]:
+    """Worker task: :func:`_copy_unit` for each ``(rows, start, unit, whole)``, in order."""
+    return [_copy_unit(job, rows, start, unit, whole) for rows, start, unit, whole in units]
 
 
 def _copy_unit(
