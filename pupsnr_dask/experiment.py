@@ -482,8 +482,9 @@ def run_experiment(
     plan = selection_plan(labels, store, results, variants, scales, method, metrics)
     probe_variants(labels, _as_specs(variants))
     say = notify or (lambda line: None)
-    if not overwrite and _complete_already(results, plan, storage_options, say):
-        return open_store(results, "psnr", storage_options=storage_options, lazy=lazy)
+    done = None if overwrite else _complete_already(results, plan, storage_options, say)
+    if done is not None:  # opened without dask.array, as ``lazy=False`` asks
+        return open_store(results, "psnr", storage_options=storage_options) if lazy else done
     images = open_store(store, "images", storage_options=storage_options)
     cube = build_psnr_cube(images, variants, scales, method=method, metrics=metrics)
     # Where img_true lives, for tools that need the pixels again (advise, HTML report, verify):
@@ -607,26 +608,26 @@ def _complete_already(
     plan: ExperimentPlan,
     storage_options: dict[str, Any] | None,
     say: Callable[[str], None],
-) -> bool:
-    """True (and says so) when ``results`` are complete for ``plan``, checked under the lock.
+) -> xr.Dataset | None:
+    """The results (and says so) when they are complete for ``plan``, checked under the lock.
 
     Raises as :func:`_check_complete` when they exist for other parameters or are damaged;
-    False when there are none, or an interrupted run to resume.
+    None when there are none, or an interrupted run to resume.
     """
     if store_exists(partial_path(results), storage_options) or not store_exists(
         results, storage_options
     ):
-        return False
+        return None
     with StoreLock(results, storage_options) as lock:
         if lock.takeover_note:
             say(lock.takeover_note)
         if store_exists(partial_path(results), storage_options) or not store_exists(
             results, storage_options
         ):  # begun or removed meanwhile: the full path decides
-            return False
-        _check_complete(results, storage_options, plan)
+            return None
+        done = _check_complete(results, storage_options, plan)
     say(_complete_note(results))
-    return True
+    return done
 
 
 def _prepare_results(
@@ -662,7 +663,8 @@ def _prepare_results(
 
 def _check_complete(
     results: str, storage_options: dict[str, Any] | None, plan: ExperimentPlan
-) -> None:
+) -> xr.Dataset:
+    """The complete ``results`` of ``plan`` (read into NumPy when used); raises otherwise."""
     try:  # labels and every result chunk checked, read into NumPy: no dask.array
         done = open_store(results, "psnr", storage_options=storage_options, verify=True, lazy=False)
     except schema.StoreError as err:
@@ -682,6 +684,7 @@ def _check_complete(
             f"results {results!r} already exist with other {', '.join(changed)} "
             "(use --overwrite to replace them)"
         )
+    return done
 
 
 def _results_ready(cube: xr.Dataset, results: str, storage_options: dict[str, Any] | None) -> bool:
