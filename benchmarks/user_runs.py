@@ -11,7 +11,9 @@ JPEGs and PNGs made from the packaged sample photos), side by side in one run:
 - ``pupsnr ingest`` as a process; the loop and the ingest are timed in turn, ``--rounds``
   times (3 by default), and the ingest's ratios are the medians of the rounds' ratios: the
   speed of this shared machine drifts by 10-20 % within minutes, and a ratio of two figures
-  taken minutes apart carries that drift;
+  taken minutes apart carries that drift. So each round's loop runs in two halves around its
+  ingest (every other file before it, the others after it: the halves are alike), the files
+  read once beforehand so that neither meets them first;
 - in a further ingest of the same files (so that the sampling does not slow the timed ones),
   the peak disk use of the store and its journal (file sizes summed every 0.1 s) against
   the final store;
@@ -117,16 +119,27 @@ def pupsnr(*args: str, check: bool = True) -> tuple[float, subprocess.CompletedP
     return wall, proc
 
 
-def per_file_loop(files: list[Path]) -> tuple[float, list[np.ndarray]]:
-    """The per-file stage of ingest as a plain loop; seconds and the kept images."""
-    kept = []
+def per_file_loop(files: list[Path]) -> tuple[float, list[np.ndarray | None]]:
+    """The per-file stage of ingest as a plain loop; seconds and each file's image (None:
+    rejected)."""
+    images = []
     t0 = time.perf_counter()
     for path in files:
         with open(path, "rb") as fp:
             img, _record = load_resized(fp, path.name, DEFAULT_SIZE, DEFAULT_THRESHOLD)
-        if img is not None:
-            kept.append(img)
-    return time.perf_counter() - t0, kept
+        images.append(img)
+    return time.perf_counter() - t0, images
+
+
+def loop_around(files: list[Path], between: Callable[[], float]) -> tuple[float, float, list]:
+    """:func:`per_file_loop` in two halves, every other file before ``between()`` and the
+    others after it: the loop's seconds, ``between``'s, and the kept images in file order."""
+    before, evens = per_file_loop(files[0::2])
+    middle = between()
+    after, odds = per_file_loop(files[1::2])
+    images: list[np.ndarray | None] = [None] * len(files)
+    images[0::2], images[1::2] = evens, odds
+    return before + after, middle, [img for img in images if img is not None]
 
 
 def psnr_loop(images: list[np.ndarray]) -> tuple[float, np.ndarray]:
@@ -180,13 +193,15 @@ def measure(
     store, results = workdir / "data.zarr", workdir / "psnr.zarr"
     nw = ("--n-workers", str(workers), "-q")
     fig["rounds"] = []
+    for path in files:  # in the page cache for the loop and the ingest alike
+        path.read_bytes()
     for r in range(rounds):
         if r:  # the store of the last round is the one the run reads
             shutil.rmtree(store)
-        loop, kept = per_file_loop(files)
-        say(f"round {r + 1}: per-file loop {loop:.1f} s")
-        ingest, _ = pupsnr("ingest", str(folder), "-o", str(store), *nw)
-        say(f"round {r + 1}: pupsnr ingest {ingest:.1f} s")
+        loop, ingest, kept = loop_around(
+            files, lambda: pupsnr("ingest", str(folder), "-o", str(store), *nw)[0]
+        )
+        say(f"round {r + 1}: per-file loop {loop:.1f} s, pupsnr ingest {ingest:.1f} s")
         fig["rounds"].append((loop, ingest))
     fig["loop"] = float(np.median([loop for loop, _ in fig["rounds"]]))
     fig["ingest"] = float(np.median([ingest for _, ingest in fig["rounds"]]))

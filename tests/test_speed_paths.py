@@ -276,3 +276,38 @@ def test_user_runs_takes_the_median_of_each_rounds_own_ratio():
     one = {**fig, "rounds": [(40.0, 25.0)], "loop": 40.0, "ingest": 25.0}
     assert "round 1" not in user_runs.render(one, quick=False)
     assert "| ingest process / floor | 1.25 | <= 1.2 | NOT met |" in user_runs.render(one, False)
+
+
+def test_user_runs_loop_runs_in_two_halves_around_the_ingest(sample_dir, tmp_path, monkeypatch):
+    """benchmarks/user_runs.py: every other file before the timed command, the others after
+    it; the kept images come back in file order (a gray photo among them is rejected)."""
+    from PIL import Image
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import user_runs
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    photos = sorted(p for p in sample_dir.rglob("*") if p.is_file())
+    colour = user_runs.per_file_loop(photos)[1]
+    files = [p for p, img in zip(photos, colour, strict=True) if img is not None][:5]
+    gray = tmp_path / "gray.png"
+    Image.open(files[0]).convert("L").convert("RGB").save(gray)
+    files.insert(2, gray)
+    seen: list[str] = []
+    real = user_runs.load_resized
+
+    def logged(fp, name, *args):
+        seen.append(name)
+        return real(fp, name, *args)
+
+    monkeypatch.setattr(user_runs, "load_resized", logged)
+    loop, middle, kept = user_runs.loop_around(files, lambda: seen.append("ingest") or 7.5)
+    names = [p.name for p in files]
+    assert seen == [*names[0::2], "ingest", *names[1::2]]
+    assert middle == 7.5 and loop > 0
+    _, alone = user_runs.per_file_loop(files)
+    want = [img for img in alone if img is not None]
+    assert alone[2] is None and len(want) == len(files) - 1 == 5
+    for got, image in zip(kept, want, strict=True):
+        np.testing.assert_array_equal(got, image)
