@@ -91,6 +91,30 @@ def test_list_keys_is_every_file_relative_with_slashes(store):
     assert {"zarr.json", "images/zarr.json", "images/c/2/0/0/0", "source/c/0"} <= keys
 
 
+def test_list_keys_on_a_local_disk_is_what_fsspec_finds_symbolic_links_included(store, tmp_path):
+    """The local listing (os.walk) and fsspec's ``find`` (object stores) agree: a linked
+    file is a key, a linked folder one key (not followed: a link to a parent cannot make it
+    loop); a store on ``memory://`` is listed."""
+    import fsspec
+
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(store / "images" / "c" / "1", elsewhere)
+    os.symlink(elsewhere, store / "images" / "c" / "1")
+    os.symlink(store / "zarr.json", store / "linked.json")
+    keys = integrity.list_keys(str(store))
+    found = fsspec.filesystem("file").find(str(store))
+    assert keys == {os.path.relpath(p, store) for p in found}
+    assert {"images/c/1", "linked.json"} <= keys and "images/c/1/0/0/0" not in keys
+    os.symlink(store, store / "images" / "loop")
+    assert integrity.list_keys(str(store)) == keys | {"images/loop"}
+    memory = fsspec.filesystem("memory")
+    memory.pipe({"/ks.zarr/zarr.json": b"{}", "/ks.zarr/images/c/0/0/0/0": b"x"})
+    try:
+        assert integrity.list_keys("memory://ks.zarr") == {"zarr.json", "images/c/0/0/0/0"}
+    finally:
+        memory.rm("/ks.zarr", recursive=True)
+
+
 def test_metadata_defects_is_empty_for_a_sound_store(store):
     assert integrity.metadata_defects(str(store)) == []
 

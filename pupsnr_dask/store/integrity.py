@@ -12,11 +12,13 @@ import contextlib
 import itertools
 import json
 import math
+import os
 import posixpath
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from fsspec.implementations.local import LocalFileSystem
 
 from pupsnr_dask import schema
 from pupsnr_dask.store.codecs import ends_with_checksum, quiet_zarr_warnings
@@ -51,8 +53,25 @@ def _finish_command(store: str, storage_options: dict[str, Any] | None) -> str:
 
 
 def list_keys(store: str, storage_options: dict[str, Any] | None = None) -> set[str]:
-    """Every key (file) in the store, relative to it, with ``/`` separators."""
+    """Every key (file) in the store, relative to it, with ``/`` separators.
+
+    On a local disk by ``os.scandir``, with what fsspec's ``find`` gives (a linked folder is
+    one key, not followed). fsspec's asks ``info`` of every entry: on a store of 12,443
+    images (each chunk a folder of its own) 0.120 s against 0.024 s, on its results 0.117-0.168
+    s against 0.033 s; an up-to-date ``run`` lists three stores.
+    """
     fs, root = _fs(store, storage_options)
+    if isinstance(fs, LocalFileSystem) and os.path.isdir(root):
+        keys, folders = set(), [("", root)]
+        while folders:  # the directory entries' types, without a stat call per entry
+            prefix, folder = folders.pop()
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append((f"{prefix}{entry.name}/", entry.path))
+                    else:
+                        keys.add(f"{prefix}{entry.name}")
+        return keys
     return {posixpath.relpath(p, root) for p in fs.find(root)}
 
 
