@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -113,6 +115,37 @@ def test_list_keys_on_a_local_disk_is_what_fsspec_finds_symbolic_links_included(
         assert integrity.list_keys("memory://ks.zarr") == {"zarr.json", "images/c/0/0/0/0"}
     finally:
         memory.rm("/ks.zarr", recursive=True)
+
+
+def test_list_keys_leaves_out_a_folder_it_cannot_list_as_fsspec_does(store, tmp_path):
+    """A chunk folder of mode 000 (unlistable even by root, with CAP_DAC_OVERRIDE dropped):
+    left out of the local listing as fsspec's ``find`` leaves it out, its chunks missing."""
+    from test_bad_input import permission_runner
+
+    prefix, why = permission_runner(tmp_path / "probe")
+    if prefix is None:
+        pytest.skip(why)
+    code = (
+        "import json, os, sys, fsspec; from pupsnr_dask.store import integrity; r = sys.argv[1]; "
+        "found = fsspec.filesystem('file').find(r); "
+        "print(json.dumps([sorted(integrity.list_keys(r)), sorted(os.path.relpath(p, r) "
+        "for p in found)]))"
+    )
+    locked = store / "images" / "c" / "1"
+    locked.chmod(0)
+    try:
+        proc = subprocess.run(
+            [*prefix, sys.executable, "-c", code, str(store)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        locked.chmod(0o755)
+    assert proc.returncode == 0, proc.stderr
+    ours, theirs = json.loads(proc.stdout)
+    assert ours == theirs
+    assert "images/c/0/0/0/0" in ours and not any(k.startswith("images/c/1/") for k in ours)
 
 
 def test_metadata_defects_is_empty_for_a_sound_store(store):
