@@ -241,14 +241,20 @@ def test_the_new_pages_script_times_each_round_and_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_user_runs_takes_the_median_of_each_rounds_own_ratio():
-    """benchmarks/user_runs.py: the ingest's targets are medians of per-round ratios, each
-    round's ingest against the loop timed just before it (not ratios of medians)."""
+def _user_runs():
+    """benchmarks/user_runs.py, imported as a module."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import user_runs
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
+    return user_runs
+
+
+def test_user_runs_takes_the_median_of_each_rounds_own_ratio():
+    """benchmarks/user_runs.py: the ingest's targets are medians of per-round ratios, each
+    round's ingest against the loop timed just before it (not ratios of medians)."""
+    user_runs = _user_runs()
     fig = {
         "files": 2000,
         "kept": 2000,
@@ -283,11 +289,7 @@ def test_user_runs_loop_runs_in_two_halves_around_the_ingest(sample_dir, tmp_pat
     it; the kept images come back in file order (a gray photo among them is rejected)."""
     from PIL import Image
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import user_runs
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    user_runs = _user_runs()
     photos = sorted(p for p in sample_dir.rglob("*") if p.is_file())
     colour = user_runs.per_file_loop(photos)[1]
     files = [p for p, img in zip(photos, colour, strict=True) if img is not None][:5]
