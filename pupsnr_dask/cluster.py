@@ -57,6 +57,10 @@ POLL_INTERVAL = 0.5
 #: Arrays below 32 MiB (glibc's maximum: a larger MALLOC_MMAP_THRESHOLD_ is ignored) come
 #: from the heap, and up to 64 MiB of free heap stays mapped for the next one.
 LOCAL_WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": 1 << 25, "MALLOC_TRIM_THRESHOLD_": 1 << 26}
+#: glibc's ``mallopt`` parameter of each setting of :data:`LOCAL_WORKER_ENV` (``malloc.h``:
+#: ``M_TRIM_THRESHOLD``, ``M_MMAP_THRESHOLD``): the same settings for a worker of threads in
+#: this process (:func:`tune_malloc`), which was not started with that environment.
+MALLOPT_PARAMS = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_MMAP_THRESHOLD_": -3}
 #: The local workers' statistical profiler (the dashboard's Profile page) samples every
 #: thread's stack 100 times a second: ingest of 2,000 files took 22.2 s without it, 23.5 s
 #: with it (two runs each, benchmarks/RESULTS.md). Off, unless the environment says otherwise.
@@ -426,6 +430,8 @@ def start_local_cluster(
     for key, value in LOCAL_CLUSTER_CONFIG.items():
         if dask.config.get(key) == dask.config.get(key, config=shipped):  # else the user's
             config[key] = value
+    if not processes:  # its worker computes in this process
+        tune_malloc()
     with dask.config.set(config), _sigint_blocked():  # inherited by its threads and workers
         return LocalCluster(
             n_workers=workers,
@@ -435,6 +441,30 @@ def start_local_cluster(
             **({"host": "127.0.0.1"} if processes else {}),
             dashboard_address=dashboard_address,
         )
+
+
+def tune_malloc() -> bool:
+    """Give this process the malloc settings that the local worker processes get.
+
+    Those of :data:`LOCAL_WORKER_ENV`; each one this process's environment sets is left as it
+    is. For the in-process worker of a threaded local cluster: its threads compute in this
+    process, which glibc started with its defaults (measured in benchmarks/RESULTS.md). True
+    when glibc took every setting; False elsewhere (no ``mallopt``: macOS, Windows), where
+    nothing changes.
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError, TypeError):  # no C library symbols, or no mallopt
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    took = [
+        mallopt(param, LOCAL_WORKER_ENV[name]) == 1
+        for name, param in MALLOPT_PARAMS.items()
+        if name not in os.environ
+    ]
+    return all(took)
 
 
 def _kill_local_workers(cluster: Any) -> None:
