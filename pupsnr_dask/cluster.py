@@ -253,7 +253,8 @@ def connect(
         worker (``processes=False``); default one per CPU core.
     processes : bool
         LocalCluster: single-threaded worker processes (True) or one worker of threads in this
-        process (False; Pillow and NumPy release the GIL). Default
+        process (False; Pillow and NumPy release the GIL; this process then gets the worker
+        processes' malloc settings, :func:`tune_malloc`, for the rest of its life). Default
         :data:`~pupsnr_dask.defaults.DEFAULT_CONNECT_PROCESSES`; each command has its own,
         :data:`~pupsnr_dask.defaults.DEFAULT_PROCESSES`.
     kubernetes : Kubernetes, optional

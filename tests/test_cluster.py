@@ -276,7 +276,7 @@ def test_tune_malloc_keeps_freed_heap_as_the_worker_processes_do_unless_the_envi
     process: 0.3 s less system time and 2.3x fewer page faults in `pupsnr run` of 2,000 images
     (RESULTS.md). A setting in the environment is the user's: left as it is."""
     tune = "from pupsnr_dask.cluster import tune_malloc\nassert tune_malloc()"
-    assert _heap_given_back() >= 16  # glibc's defaults: the freed heap goes back at once
+    assert _heap_given_back() >= 16  # glibc's defaults: the freed array goes back at once
     assert _heap_given_back(tune) <= 4
     assert _heap_given_back(tune, env=GLIBC_DEFAULTS) >= 16
 
