@@ -789,20 +789,30 @@ def _wait_for(
     Raises :class:`NoWorkerError` once the cluster has had no worker for ``timeout`` seconds;
     with ``stop_on_error``, returns as soon as a future fails.
     """
-    from distributed import wait
+    import queue
 
     start = time.monotonic()
     bar = _ProgressBar(len(futures)) if progress else None
+    # Each future reports itself once when it ends; distributed's wait(FIRST_COMPLETED) would
+    # instead watch every pending future anew each time one ends: O(n^2) on the client.
+    ended: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    for future in futures:
+        future.add_done_callback(ended.put)
+    n_done = 0
+    failed = False
     no_worker_since: float | None = None
-    next_check = 0.0
+    next_check = start + POLL_INTERVAL
     while True:
-        pending = [f for f in futures if not f.done()]
         if bar is not None:
-            bar.show(len(futures) - len(pending), time.monotonic() - start)
-        if not pending or (stop_on_error and any(f.status == "error" for f in futures)):
+            bar.show(n_done, time.monotonic() - start)
+        if n_done == len(futures) or (stop_on_error and failed):
             break
-        with contextlib.suppress(TimeoutError):
-            wait(pending, timeout=POLL_INTERVAL, return_when="FIRST_COMPLETED")
+        with contextlib.suppress(queue.Empty):
+            future = ended.get(timeout=POLL_INTERVAL)
+            while True:
+                n_done += 1
+                failed = failed or future.status == "error"
+                future = ended.get_nowait()
         now = time.monotonic()
         if now < next_check:
             continue

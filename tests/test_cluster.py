@@ -14,8 +14,10 @@ import logging
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
+import threading
 
 import dask
 import dask.array as da
@@ -35,6 +37,16 @@ def _square(x: int) -> int:
 
 def _fail(x: int) -> int:
     raise ZeroDivisionError(f"task {x} divided by zero")
+
+
+_GATE = threading.Event()  # holds _held's tasks (in-process workers share this module)
+_HELD_DONE: list[int] = []
+
+
+def _held(x: int) -> int:
+    _GATE.wait(60)
+    _HELD_DONE.append(x)
+    return x
 
 
 def _worker_address(_: object = None) -> str:
@@ -364,6 +376,31 @@ def test_a_task_error_on_a_local_cluster_is_raised_as_it_is():
         with pytest.raises(ZeroDivisionError, match="task 5 divided by zero"):
             compute_each(tasks, progress=False)  # only dead workers are tolerated
         assert compute(tasks[0], progress=False) == (4,)  # the cluster still works
+
+
+def test_a_failure_ends_the_wait_at_once_not_when_the_other_tasks_end():
+    # Threads for every task, so that the failing one runs while the others are held.
+    tasks = [dask.delayed(_held)(i) for i in range(4)] + [dask.delayed(_fail)(7)]
+    _HELD_DONE.clear()
+    _GATE.clear()
+    try:
+        with connect(n_workers=len(tasks), **LOCAL):
+            with pytest.raises(ZeroDivisionError, match="task 7 divided by zero"):
+                compute(*tasks, progress=False)
+            assert _HELD_DONE == []  # raised while the others still ran
+            _GATE.set()
+    finally:
+        _GATE.set()
+
+
+def test_the_wait_counts_each_task_once_to_the_end(capsys):
+    tasks = [dask.delayed(_square)(i) for i in range(150)]
+    with connect(n_workers=2, **LOCAL):
+        squares = compute(*tasks, progress=True)
+    assert list(squares) == [i * i for i in range(150)]
+    shown = [int(p) for p in re.findall(r"\| +(\d+)% Completed", capsys.readouterr().err)]
+    assert shown and shown[-1] == 100 and 100 not in shown[:-1]
+    assert shown == sorted(shown)  # never back
 
 
 def test_check_workers_see_on_a_local_cluster_names_the_first_missing_location(tmp_path):
