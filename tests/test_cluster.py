@@ -388,7 +388,7 @@ def test_a_failure_ends_the_wait_at_once_not_when_the_other_tasks_end():
             with pytest.raises(ZeroDivisionError, match="task 7 divided by zero"):
                 compute(*tasks, progress=False)
             assert _HELD_DONE == []  # raised while the others still ran
-            _GATE.set()
+            _GATE.set()  # before the cluster closes: it waits for its running threads
     finally:
         _GATE.set()
 
