@@ -394,13 +394,25 @@ def test_a_failure_ends_the_wait_at_once_not_when_the_other_tasks_end():
 
 
 def test_the_wait_counts_each_task_once_to_the_end(capsys):
-    tasks = [dask.delayed(_square)(i) for i in range(150)]
-    with connect(n_workers=2, **LOCAL):
-        squares = compute(*tasks, progress=True)
-    assert list(squares) == [i * i for i in range(150)]
-    shown = [int(p) for p in re.findall(r"\| +(\d+)% Completed", capsys.readouterr().err)]
+    # 149 quick tasks and one held until the gate opens 2 s after compute is called: the bar
+    # can reach 100 % only then (a task counted twice would get it there early).
+    tasks = [dask.delayed(_square)(i) for i in range(149)] + [dask.delayed(_held)(149)]
+    _HELD_DONE.clear()
+    _GATE.clear()
+    opener = threading.Timer(2.0, _GATE.set)
+    try:
+        with connect(n_workers=2, **LOCAL):
+            opener.start()
+            results = compute(*tasks, progress=True)
+    finally:
+        opener.cancel()
+        _GATE.set()
+    assert list(results) == [i * i for i in range(149)] + [149]
+    bar = re.findall(r"\| +(\d+)% Completed \| +([\d.]+)s", capsys.readouterr().err)
+    shown = [int(p) for p, _ in bar]
     assert shown and shown[-1] == 100 and 100 not in shown[:-1]
     assert shown == sorted(shown)  # never back
+    assert float(bar[-1][1]) >= 1.0  # not before the held task ended (its gate: 2 s)
 
 
 def test_check_workers_see_on_a_local_cluster_names_the_first_missing_location(tmp_path):
