@@ -245,6 +245,7 @@ def test_errors_and_up_to_date_reruns_start_no_cluster(
     import shutil
 
     images, results = tmp_path / "data.zarr", tmp_path / "psnr.zarr"
+    new = tmp_path / "new.zarr"
     shutil.copytree(images_store, images)  # a copy: an ingest that was not up to date would
     shutil.copytree(results_store, results)  # append to it, and the session's store is shared
     (tmp_path / "empty").mkdir()
@@ -261,6 +262,9 @@ def test_errors_and_up_to_date_reruns_start_no_cluster(
         # without --overwrite never rewrites complete results
         "run up to date": (["run", images_store, "-o", results_store], 0),
         "report": (["report", results], 0),
+        # checked before the run begins (a fresh RESULTS): not an internal error of distributed
+        "scheduler not an address": (["run", images, "-o", new, "--scheduler", "sync"], 2),
+        "scheduler without a port": (["run", images, "-o", new, "--scheduler", "tcp://h"], 2),
         "kubernetes and scheduler": (
             ["run", images, "-o", results, "--kubernetes", "img", "--scheduler", "tcp://x:1"],
             2,
@@ -292,6 +296,7 @@ def test_errors_and_up_to_date_reruns_start_no_cluster(
         if code == 2:
             assert len(err.strip().splitlines()) == 1, (name, err)
     assert "up to date" in answers["ingest up to date"][2]
+    assert "not the address of a Dask scheduler" in answers["scheduler not an address"][3]
 
 
 def test_a_type_error_of_ours_is_an_internal_error_with_its_traceback(

@@ -65,6 +65,24 @@ def _connect_option(ctx: click.Context, param: click.Parameter, value: Any) -> N
     ctx.meta.setdefault(_CONNECT_META, {})[param.name] = value
 
 
+def _scheduler_address(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """``--scheduler``: ``[PROTOCOL://]HOST:PORT``, checked before anything is imported.
+
+    Without it, a word such as ``sync`` reached distributed at the first computation and
+    failed there as an internal error.
+    """
+    if not value:
+        return value
+    host, colon, port = value.partition("://")[2 if "://" in value else 0].rpartition(":")
+    if not (colon and host and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(  # one line, exit 2 (see main)
+            f"--scheduler (or ${SCHEDULER_ENV}): {value!r} is not the address of a Dask "
+            "scheduler; give PROTOCOL://HOST:PORT, e.g. tcp://10.0.0.5:8786 (without it, a "
+            "local cluster is started)"
+        )
+    return value
+
+
 def _storage_options(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     from pupsnr_dask.store.fs import parse_storage_options
 
@@ -184,6 +202,7 @@ def _cluster_options(f: Callable[..., Any], processes: bool) -> Callable[..., An
         envvar=SCHEDULER_ENV,
         default=None,
         metavar="ADDRESS",
+        callback=_scheduler_address,
         help=f"Use the existing Dask scheduler at ADDRESS (or ${SCHEDULER_ENV}) instead of "
         "starting a local cluster.",
     )(f)
