@@ -24,6 +24,7 @@ import numpy as np
 import xarray as xr
 
 from pupsnr_dask import registry, schema
+from pupsnr_dask.cluster import compute
 from pupsnr_dask.defaults import Split
 from pupsnr_dask.kernels.metrics import psnr_from_mse
 from pupsnr_dask.store import zarr_io
@@ -235,16 +236,6 @@ def summary_figures(results: xr.Dataset, split: Split = "all", metric: str = "ps
     return Summary(coords, values, n, attrs)
 
 
-def _compute(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
-    """:func:`pupsnr_dask.cluster.compute`, imported when first used.
-
-    ``pupsnr report`` reads its table into NumPy without it (issue 12: an instant answer).
-    """
-    from pupsnr_dask.cluster import compute as cluster_compute
-
-    return cluster_compute(*args, **kwargs)
-
-
 def _read(*arrays: xr.DataArray) -> tuple[xr.DataArray, ...]:
     """``arrays`` in memory: computed on the active scheduler when dask-backed, else read.
 
@@ -252,7 +243,7 @@ def _read(*arrays: xr.DataArray) -> tuple[xr.DataArray, ...]:
     into NumPy directly: no dask graph, no scheduler.
     """
     if any(a.chunks is not None for a in arrays):
-        return _compute(*arrays, progress=False)
+        return compute(*arrays, progress=False)
     return tuple(a.load() for a in arrays)
 
 
@@ -314,7 +305,7 @@ def load_cube(
     schema.validate(results, "psnr", name="results")
     sel = select_split(load_coords(results), split)
     names = [schema.PSNR, schema.MSE, *(m for m in metrics_in(sel) if m != schema.PSNR)]
-    (loaded,) = _compute(sel[names], progress=progress)
+    (loaded,) = compute(sel[names], progress=progress)
     return loaded
 
 
@@ -451,7 +442,7 @@ def extremes(
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     sel = select_split(load_coords(results), split)
-    (psnr,) = _compute(
+    (psnr,) = compute(
         sel[metric].sel({schema.VARIANT: variant, schema.SCALE: scale}), progress=progress
     )
     values = psnr.values
@@ -501,7 +492,7 @@ def with_image_coords(results: xr.Dataset, images: xr.Dataset | str) -> xr.Datas
             "not the store these results were computed from"
         )
     coords = images[list(schema.IMAGE_COORDS)].reset_coords().sel({schema.IMAGE: index})
-    (coords,) = _compute(coords, progress=False)
+    (coords,) = compute(coords, progress=False)
     ours = strings(results[schema.SOURCE].values)
     theirs = strings(coords[schema.SOURCE].values)
     if not np.array_equal(ours, theirs):
