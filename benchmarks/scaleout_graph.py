@@ -13,9 +13,10 @@
    and materialises it as the client does before sending it: construction time, task count,
    the client's memory (tracemalloc peak of the Python objects, and RSS growth of this
    process).
-4. With ``--group G``: ``G`` chunks per task (``run_experiment(chunks_per_task=G)``), the
-   images read ``G`` chunks a dask block, each task writing ``G`` chunks of 32 images;
-   ``auto`` is what ``run_experiment`` chooses (``experiment.chunks_per_task_for``).
+4. With ``--group G``: ``G`` result chunks per task (``run_experiment(chunks_per_task=G)``),
+   each of ``experiment.results_chunk_length`` images (in chunks of 32: 32 up to 4,064 images,
+   256 past 16,352), the images read as one dask block a task; ``auto`` is what
+   ``run_experiment`` chooses (``experiment.chunks_per_task_for``).
 5. Scheduler memory: the graph of ``--scheduler-n`` images is submitted to a real ``dask
    scheduler`` process on 127.0.0.1 that has no worker (so nothing is computed); its RSS
    growth once it holds every task gives bytes per task, measured at two sizes.
@@ -106,7 +107,8 @@ def open_images(path: Path):
 
 def run_graph(images, path: Path, results: str, group: int | None) -> list:
     """The delayed tasks of ``experiment._write_cube`` (its ``_write_tasks``), for write
-    units of ``CHUNK`` images and ``group`` chunks per task (None: the library's choice)."""
+    units of the result chunks a run creates (``experiment.results_chunk_length``: 256 images
+    at 10 M) and ``group`` of them per task (None: the library's choice)."""
     from pupsnr_dask import experiment
 
     cube = experiment.build_psnr_cube(images)
@@ -116,7 +118,8 @@ def run_graph(images, path: Path, results: str, group: int | None) -> list:
             experiment._images_in_blocks(images, str(path), n_images, None)
         )
 
-    return experiment._write_tasks(cube, results, CHUNK, set(), regrouped, group, None)
+    unit = experiment.results_chunk_length(cube.sizes["image"], CHUNK)
+    return experiment._write_tasks(cube, results, unit, set(), regrouped, group, None)
 
 
 def measure_client(path: Path, group: int | None) -> dict:

@@ -455,7 +455,8 @@ def run_experiment(
     chunks_per_task : int, optional
         Result chunks (or shards) computed and written by each task, their images read as one
         block. Default 1, or as many as keep the run within :data:`MAX_WRITE_TASKS` tasks
-        (more than 640,000 images in chunks of 32). The results do not depend on it.
+        (more than 5,120,000 images in chunks of 32: result chunks of 256, see
+        :func:`results_chunk_length`). The results do not depend on it.
     lazy : bool
         Return the results dask-backed (True), or as lazily indexed NumPy arrays (False:
         complete results are then answered without importing dask.array).
@@ -703,17 +704,68 @@ def _create_results(cube: xr.Dataset, results: str, storage_options: dict[str, A
     """A new results store: metadata and labels; forget the chunks marked as written.
 
     Called with the run's plan in ``RESULTS.partial``: anything at RESULTS was created by this
-    run (the plan was written while RESULTS did not exist), so it may be replaced.
+    run (the plan was written while RESULTS did not exist), so it may be replaced. Its chunks
+    hold :func:`results_chunk_length` images.
     """
     remove_partial(results, storage_options, kind="psnr", entry="done")
     remove_store(results, storage_options, kind="psnr", ours=True)
-    create_store(cube, results, storage_options=storage_options)
+    create_store(_in_result_chunks(cube), results, storage_options=storage_options)
     durable_moment("run:created")
+
+
+#: Result chunks grow past the images' chunk only once there would be more than this many ...
+MIN_RESULT_CHUNKS = 64
+#: ... and hold at most this many images (each is one task's block of pixels when computed).
+MAX_RESULT_CHUNK_IMAGES = 256
+
+
+def results_chunk_length(n_images: int, image_chunk: int) -> int:
+    """Images per chunk of a new results store: a multiple of the images store's chunk.
+
+    Reading results costs about 0.5 ms a chunk whatever its size (zarr's work per chunk):
+    12,443 images in chunks of 32 are 389 chunks a variable, 0.4 s of ``pupsnr report``.
+    So a chunk holds ``k`` image chunks, ``k`` as large as keeps at least
+    :data:`MIN_RESULT_CHUNKS` chunks (tasks to share among workers, and what a killed run
+    resumes by), at most :data:`MAX_RESULT_CHUNK_IMAGES` images. It depends on the images
+    alone, never on the workers, so that the store is the same wherever it is computed.
+
+    Examples
+    --------
+    >>> results_chunk_length(2_000, 32), results_chunk_length(12_443, 32)
+    (32, 192)
+    >>> results_chunk_length(10_000_000, 32), results_chunk_length(12_443, 500)
+    (256, 500)
+    """
+    if image_chunk < 1:
+        raise ValueError(f"image_chunk must be at least 1, got {image_chunk!r}")
+    n_chunks = -(-n_images // image_chunk)
+    k = min(n_chunks // MIN_RESULT_CHUNKS, MAX_RESULT_CHUNK_IMAGES // image_chunk)
+    return image_chunk * max(1, k)
+
+
+def _block_length(cube: xr.Dataset) -> int:
+    """Images per dask block of the cube: those of the images store's chunks."""
+    return int(cube[schema.MSE].data.chunks[0][0])
+
+
+def _in_result_chunks(cube: xr.Dataset) -> xr.Dataset:
+    """``cube`` with its data variables in blocks of :func:`results_chunk_length` images.
+
+    What :func:`~pupsnr_dask.store.zarr_io.create_store` makes the chunks of; the labels stay
+    in memory (they are written now).
+    """
+    unit = results_chunk_length(cube.sizes[schema.IMAGE], _block_length(cube))
+    out = cube.copy()
+    for name in cube.data_vars:
+        var = cube[name].variable
+        axis = var.dims.index(schema.IMAGE)
+        out[name] = var.copy(deep=False, data=var.data.rechunk({axis: unit}))
+    return out
 
 
 #: At most this many write tasks per run (each with its read and compute tasks, ~3 in all): past
 #: it, each task computes and writes several chunks (benchmarks/SCALEOUT.md: one scheduler
-#: handles ~100 k tasks well, 10 million images are 312,500 chunks of 32).
+#: handles ~100 k tasks well; 10 million images in chunks of 32 are 39,063 result chunks of 256).
 MAX_WRITE_TASKS = 20_000
 
 
@@ -794,7 +846,10 @@ def _write_tasks(
     n = cube.sizes[schema.IMAGE]
     bounds = unit_bounds(0, n, unit)
     group = chunks_per_task or chunks_per_task_for(len(bounds))
-    source = cube if group == 1 else regrouped(group * unit)
+    # One read of the images per task: the cube's own blocks when a task writes one of them,
+    # else the images read ``group * unit`` a block (result chunks of several image chunks).
+    block = group * unit
+    source = cube if block == _block_length(cube) else regrouped(block)
     groups = unit_bounds(0, n, group * unit)  # unit k is in group k // group
     # One array of every variable, so that each block's metrics are computed once for all.
     names = _stored_variables(cube)

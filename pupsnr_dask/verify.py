@@ -13,7 +13,7 @@ Checks, each only when the ones before it passed far enough to make sense:
 5. every chunk present (listed in the store) and readable (read and decoded), and no stored
    image all zeros (never written);
 6. a results store against its images store: the same images (index, source, split), and the
-   MSE of a sample of image chunks (or all of them) recomputed and compared exactly.
+   MSE of a sample of result chunks (or all of them) recomputed and compared exactly.
 
 :func:`missing_chunks`, :func:`metadata_defects` and :func:`unfinished` are cheap (listings and
 small reads); :func:`pupsnr_dask.store.zarr_io.open_store` uses them so that ``run`` and ``report``
@@ -101,7 +101,7 @@ def verify_store(
     images : str, optional
         For a results store, its images store; by default the one recorded in its attributes.
     recompute : int or None
-        For a results store, how many image chunks to recompute from the images and compare
+        For a results store, how many result chunks to recompute from the images and compare
         exactly (first, last, and evenly spaced between); None recomputes all, 0 none.
     storage_options : dict, optional
         fsspec options for object storage.

@@ -338,6 +338,53 @@ def test_a_killed_grouped_run_resumes_under_another_grouping(world, tmp_path):
     assert_finished(results, world / "psnr.zarr")
 
 
+@pytest.fixture(scope="module")
+def many_chunks(tmp_path_factory):
+    """130 colour images stored one a chunk (130 chunks, more than MIN_RESULT_CHUNKS = 64)
+    and their uninterrupted results: chunks of 2 images (130 // 64)."""
+    root = tmp_path_factory.mktemp("many-chunks")
+    rng = np.random.default_rng(5)
+    for i in range(130):
+        write_image(root / "src" / f"img{i:03d}.png", random_photo(rng, 30, 40))
+    with dask.config.set(scheduler="sync"):
+        ingest(str(root / "src"), str(root / "images.zarr"), size=SIZE, chunk_size=1,
+               progress=False)  # fmt: skip
+    api_run(root / "images.zarr", root / "psnr.zarr")
+    return root
+
+
+def test_results_of_many_image_chunks_are_stored_several_images_a_chunk(many_chunks):
+    """Fewer, larger result chunks than image chunks (reading results costs per chunk), the
+    values those of the per-image reference loop."""
+    import reference
+    import zarr
+
+    images = xr.open_zarr(many_chunks / "images.zarr")
+    results = xr.open_zarr(many_chunks / "psnr.zarr").load()
+    assert images["images"].encoding["chunks"][0] == 1
+    for name in ("psnr", "mse"):
+        stored = zarr.open_array(str(many_chunks / "psnr.zarr" / name), mode="r")
+        assert stored.chunks == (2, 3, 3), name
+    pixels = images["images"].values
+    for i in range(130):
+        expected = reference.psnr_table(pixels[i], [1, 2, 8])
+        got = results["psnr"].isel(image=i)
+        for (variant, scale), value in expected.items():
+            assert got.sel(variant=variant, scale=scale).item() == pytest.approx(value, abs=1e-9)
+
+
+def test_a_killed_run_of_several_images_a_chunk_resumes_chunk_by_chunk(many_chunks, tmp_path):
+    results = tmp_path / "psnr.zarr"
+    killed_api("run:unit:20", "run", many_chunks / "images.zarr", results)
+    bounds = {k: {"start": 2 * k, "stop": 2 * k + 2} for k in range(65)}
+    done = done_units(str(results), bounds)
+    assert 20 in done and len(done) < 65, sorted(done)
+    notes: list[str] = []
+    api_run(many_chunks / "images.zarr", results, notes)
+    assert f"resumed an interrupted run: {len(done)} of 65 chunks were already written" in notes
+    assert_finished(results, many_chunks / "psnr.zarr")
+
+
 def test_resume_refuses_other_parameters_and_overwrite_starts_again(world, tmp_path):
     store = tmp_path / "images.zarr"
     killed_api("ingest:staged", "ingest", world / "src", store)
