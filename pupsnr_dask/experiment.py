@@ -715,20 +715,21 @@ def _create_results(cube: xr.Dataset, results: str, storage_options: dict[str, A
 
 #: Result chunks grow past the images' chunk only once there would be more than this many ...
 MIN_RESULT_CHUNKS = 64
-#: ... and hold at most this many images (each is one task's block of pixels when computed).
-MAX_RESULT_CHUNK_IMAGES = 256
+#: ... and their images are at most this many bytes (one task's block of pixels when computed):
+#: 256 images of 256 x 256 x 3, a kernel peak of ~224 MiB (benchmarks/RESULTS.md).
+MAX_RESULT_BLOCK_BYTES = 256 * 256 * 256 * 3
 
 
-def results_chunk_length(n_images: int, image_chunk: int) -> int:
+def results_chunk_length(n_images: int, image_chunk: int, image_bytes: int = 256 * 256 * 3) -> int:
     """Images per chunk of a new results store: a multiple of the images store's chunk.
 
     Reading results costs about 0.5 ms a chunk whatever its size (zarr's work per chunk):
     12,443 images in chunks of 32 are 389 chunks a variable, 0.4 s of ``pupsnr report`` for
-    the two it reads (``psnr`` and ``mse``).
-    So a chunk holds ``k`` image chunks, ``k`` as large as keeps at least
-    :data:`MIN_RESULT_CHUNKS` chunks (tasks to share among workers, and what a killed run
-    resumes by), at most :data:`MAX_RESULT_CHUNK_IMAGES` images. It depends on the images
-    alone, never on the workers, so that the store is the same wherever it is computed.
+    the two it reads (``psnr`` and ``mse``). So a chunk holds ``k`` image chunks, ``k`` as
+    large as keeps at least :data:`MIN_RESULT_CHUNKS` chunks (tasks to share among workers,
+    and what a killed run resumes by) and their pixels (``image_bytes`` an image) within
+    :data:`MAX_RESULT_BLOCK_BYTES`. It depends on the images alone, never on the workers, so
+    that the store is the same wherever it is computed.
 
     Examples
     --------
@@ -736,11 +737,15 @@ def results_chunk_length(n_images: int, image_chunk: int) -> int:
     (32, 192)
     >>> results_chunk_length(10_000_000, 32), results_chunk_length(12_443, 500)
     (256, 500)
+    >>> results_chunk_length(12_443, 32, 512 * 512 * 3)  # 64 images of 512 x 512 at most
+    64
     """
-    if image_chunk < 1:
-        raise ValueError(f"image_chunk must be at least 1, got {image_chunk!r}")
+    if image_chunk < 1 or image_bytes < 1:
+        raise ValueError(
+            f"image_chunk and image_bytes must be >= 1, got {image_chunk, image_bytes}"
+        )
     n_chunks = -(-n_images // image_chunk)
-    k = min(n_chunks // MIN_RESULT_CHUNKS, MAX_RESULT_CHUNK_IMAGES // image_chunk)
+    k = min(n_chunks // MIN_RESULT_CHUNKS, MAX_RESULT_BLOCK_BYTES // (image_chunk * image_bytes))
     return image_chunk * max(1, k)
 
 
@@ -755,7 +760,8 @@ def _in_result_chunks(cube: xr.Dataset) -> xr.Dataset:
     What :func:`~pupsnr_dask.store.zarr_io.create_store` makes the chunks of; the labels stay
     in memory (they are written now).
     """
-    unit = results_chunk_length(cube.sizes[schema.IMAGE], _block_length(cube))
+    side = int(cube[schema.RESOLUTION].values[0]) * int(cube[schema.SCALE].values[0])
+    unit = results_chunk_length(cube.sizes[schema.IMAGE], _block_length(cube), side * side * 3)
     out = cube.copy()
     for name in cube.data_vars:
         var = cube[name].variable

@@ -373,6 +373,22 @@ def test_results_of_many_image_chunks_are_stored_several_images_a_chunk(many_chu
             assert got.sel(variant=variant, scale=scale).item() == pytest.approx(value, abs=1e-9)
 
 
+def test_result_chunks_keep_their_images_within_the_block_budget(
+    many_chunks, tmp_path, monkeypatch
+):
+    """The same run with a budget of one 32 x 32 image a block: chunks of one image again."""
+    import zarr
+
+    from pupsnr_dask import experiment
+
+    monkeypatch.setattr(experiment, "MAX_RESULT_BLOCK_BYTES", 32 * 32 * 3)
+    api_run(many_chunks / "images.zarr", tmp_path / "psnr.zarr")
+    stored = zarr.open_array(str(tmp_path / "psnr.zarr" / "psnr"), mode="r")
+    assert stored.chunks == (1, 3, 3)
+    expected = xr.open_zarr(many_chunks / "psnr.zarr")["psnr"].values
+    assert xr.open_zarr(tmp_path / "psnr.zarr")["psnr"].values.tobytes() == expected.tobytes()
+
+
 def test_a_killed_run_of_several_images_a_chunk_resumes_chunk_by_chunk(many_chunks, tmp_path):
     results = tmp_path / "psnr.zarr"
     killed_api("run:unit:20", "run", many_chunks / "images.zarr", results)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     default=str(DEFAULT_RECOMPUTE),
     show_default=True,
     metavar="N|all",
-    help="For a results store: result chunks (up to 256 images each) recomputed from the "
+    help="For a results store: result chunks (32 to 256 images each) recomputed from the "
     "images and compared exactly.",
 )
 @storage_option
