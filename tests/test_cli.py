@@ -251,6 +251,20 @@ def test_errors_and_up_to_date_reruns_start_no_cluster(
     (tmp_path / "empty").mkdir()
     cases = {
         "bad size": (["ingest", sample_dir, "-o", tmp_path / "x.zarr", "--size", "7"], 2),
+        # 22 images of 4096 x 4096 are 1.03 GiB a chunk (were it not refused: 14 such images)
+        "chunk too large": (
+            [
+                "ingest",
+                sample_dir,
+                "-o",
+                tmp_path / "x.zarr",
+                "--size",
+                "4096",
+                "--chunk-size",
+                "22",
+            ],
+            2,
+        ),
         "missing SRC": (["ingest", tmp_path / "missing", "-o", tmp_path / "x.zarr"], 2),
         "missing store": (["run", tmp_path / "missing.zarr", "-o", tmp_path / "r.zarr"], 2),
         "not a store": (["run", tmp_path / "empty", "-o", tmp_path / "r.zarr"], 2),

@@ -80,10 +80,38 @@ def test_check_ingest_args_names_the_parameter_out_of_range(
 
 @pytest.mark.parametrize(
     ("size", "threshold", "test_count", "chunk_size"),
-    [(32, 1.0, 0, 1), (64, 1e-9, 5, 1), (256, 0.995, 0, 32), (32 * 7, 0.5, 100, 1000)],
+    [
+        (32, 1.0, 0, 1),
+        (64, 1e-9, 5, 1),
+        (256, 0.995, 0, 32),
+        (32 * 7, 0.5, 100, 1000),
+        (2048, 0.995, 0, 32),  # 384 MiB a chunk
+        (18_912, 0.995, 0, 1),  # the largest size alone in its chunk within 1 GiB
+    ],
 )
 def test_check_ingest_args_accepts_the_edges_of_each_range(size, threshold, test_count, chunk_size):
     assert iplan.check_ingest_args(size, threshold, test_count, chunk_size) is None
+
+
+@pytest.mark.parametrize(
+    ("size", "chunk_size", "hint"),
+    [
+        (100_000, 32, "use a size of at most 3328$"),  # 30 GB an image: no chunk size helps
+        (4096, 32, "use a chunk size of at most 21, or a size of at most 3328$"),
+        (4096, 22, "use a chunk size of at most 21, or a size of at most 4032$"),
+    ],
+)
+def test_check_ingest_args_refuses_a_chunk_of_more_than_1_gib(size, chunk_size, hint):
+    with pytest.raises(ValueError, match=f"^size {size} with chunk_size {chunk_size}: .*{hint}"):
+        iplan.check_ingest_args(size, 0.5, 0, chunk_size)
+    # what the hint names is accepted (its chunk of pixels is within 1 GiB)
+    fits = 2**30 // (size * size * 3)
+    if fits:
+        iplan.check_ingest_args(size, 0.5, 0, fits)
+    largest = int(hint.rsplit(" ", 1)[1].rstrip("$"))
+    iplan.check_ingest_args(largest, 0.5, 0, chunk_size)
+    with pytest.raises(ValueError, match="one task may hold"):
+        iplan.check_ingest_args(largest + 32, 0.5, 0, chunk_size)
 
 
 def test_check_ingest_args_names_the_first_bad_parameter_only():

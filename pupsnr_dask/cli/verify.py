@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     default=str(DEFAULT_RECOMPUTE),
     show_default=True,
     metavar="N|all",
-    help="For a results store: result chunks (32 to 256 images each) recomputed from the "
-    "images and compared exactly.",
+    help="For a results store: result chunks (each of one or more image chunks) recomputed "
+    "from the images and compared exactly.",
 )
 @storage_option
 @cluster_options("verify")

@@ -78,12 +78,29 @@ def batches(plan: IngestPlan) -> list[list[str]]:
     return [list(files[b : b + chunk]) for b in range(0, len(files), chunk)]
 
 
+#: At most this many bytes of pixels in one chunk (one task's batch): 1 GiB. A mistyped
+#: ``--size 100000`` otherwise asks each worker for 30 GB an image, and its nanny restarts it
+#: again and again at its memory limit.
+MAX_CHUNK_BYTES = 2**30
+
+
 def check_ingest_args(size: int, threshold: float, test_count: int, chunk_size: int) -> None:
     """Raise ``ValueError`` naming the first parameter out of its range."""
     if size < 1 or any(size % s for s in SCALES):
         raise ValueError(
             f"size must be a positive multiple of {math.lcm(*SCALES)}, so that every default "
             f"scale {SCALES} divides it, got {size!r}"
+        )
+    if chunk_size >= 1 and chunk_size * size * size * 3 > MAX_CHUNK_BYTES:
+        fits = MAX_CHUNK_BYTES // (size * size * 3)
+        step = math.lcm(*SCALES)
+        largest = math.isqrt(MAX_CHUNK_BYTES // (3 * chunk_size)) // step * step
+        hint = f"a chunk size of at most {fits}, or a size" if fits else "a size"
+        raise ValueError(
+            f"size {size} with chunk_size {chunk_size}: a chunk of {chunk_size} images of "
+            f"{size} x {size} x 3 is {chunk_size * size * size * 3 / 2**30:.2f} GiB, more than "
+            f"the {MAX_CHUNK_BYTES // 2**30} GiB one task may hold; use {hint} of at most "
+            f"{largest}"
         )
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
