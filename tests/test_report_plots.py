@@ -93,6 +93,42 @@ def test_grid_command_unknown_image_is_one_line_exit_2(
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", ["report", "grid", "advise"])
+def test_a_picture_format_matplotlib_cannot_write_is_refused_before_any_work(
+    command, images_store, results_store, tmp_path, capsys
+):
+    """``.txt`` reached savefig after the work and failed there as an internal error."""
+    out = tmp_path / "picture.txt"
+    argv = {
+        "report": ["report", str(results_store), "--plot", str(out), "-q"],
+        "grid": ["grid", str(images_store), "--image", COFFEE, "-o", str(out)],
+        "advise": [
+            "advise",
+            str(results_store),
+            "--output-psnr",
+            "30",
+            "--variant",
+            "gray",
+            "--plot",
+            str(out),
+            "-q",
+        ],
+    }[command]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("pupsnr: error: cannot draw a picture as ")
+    assert ".png" in captured.err and captured.err.count("\n") == 1
+    assert captured.out == ""  # refused before the table or the advice is printed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_figure_path_adds_png_and_accepts_what_matplotlib_writes(tmp_path):
+    assert plots.figure_path(tmp_path / "a") == tmp_path / "a.png"
+    assert plots.figure_path(tmp_path / "a.PDF") == tmp_path / "a.PDF"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        plots.figure_path(tmp_path / "missing" / "a.png")
+
+
 # --- the PSNR plot ----------------------------------------------------------------------------
 
 

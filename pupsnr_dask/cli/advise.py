@@ -208,7 +208,7 @@ def advise_cmd(
     predictions, save_outputs = absolute_or_none(predictions), absolute_or_none(save_outputs)
     model = absolute_or_none(model)
     if plot_path:
-        plots.require_matplotlib()
+        plots.figure_path(plot_path)  # matplotlib, the folder and the format, before any work
     where: dict[str, Any] = {
         "variant": variant,
         "split": split,

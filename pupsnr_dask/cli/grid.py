@@ -64,7 +64,7 @@ def grid_cmd(
     from pupsnr_dask.store.integrity import damage_named
     from pupsnr_dask.store.zarr_io import open_store
 
-    plots.require_matplotlib()
+    plots.figure_path(output)  # matplotlib, the folder and the format, before any work
     store = absolute(store)
     ds = open_store(store, "images", storage_options=storage_options)
     with damage_named(store, storage_options=storage_options):

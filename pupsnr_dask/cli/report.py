@@ -93,6 +93,10 @@ def report_cmd(
     for out in (plot_file, html_file):
         if out is not None and not Path(out).resolve().parent.is_dir():
             raise FileNotFoundError(f"folder of {out!r} does not exist")
+    if plot_file is not None:
+        from pupsnr_dask.report.plots import figure_path  # matplotlib, only for a plot
+
+        figure_path(plot_file)  # a format matplotlib cannot write: refused before any work
     # The table alone is read into NumPy and summarised with NumPy: dask.array is not
     # imported (0.35 s of an instant answer, issue 12; see query.Summary).
     lazy = plot_file is not None or html_file is not None

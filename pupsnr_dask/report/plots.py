@@ -383,16 +383,33 @@ def plot_grid(
     return grid_figure(grid.pu_grid(images, image, variants, scales))
 
 
+def figure_path(path: str | Path) -> Path:
+    """Where :func:`save_figure` writes ``path``, checked before anything is drawn.
+
+    Without an extension, ``.png`` is added (as matplotlib would). Raises FileNotFoundError
+    when its folder does not exist, ValueError when matplotlib cannot write its extension.
+    """
+    require_matplotlib()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = Path(path)
+    ext = os.path.splitext(path.name)[1].strip(".")
+    if not ext:
+        path = path.with_name(path.name.rstrip(".") + ".png")
+    elif ext.lower() not in FigureCanvasBase.get_supported_filetypes():
+        known = ", ".join(f".{e}" for e in sorted(FigureCanvasBase.get_supported_filetypes()))
+        raise ValueError(f"cannot draw a picture as {str(path)!r}: give a file ending in {known}")
+    if path.parent and not path.parent.exists():
+        raise FileNotFoundError(f"folder {str(path.parent)!r} of {str(path)!r} does not exist")
+    return path
+
+
 def save_figure(fig: Any, path: str | Path, *, dpi: int = DEFAULT_DPI) -> Path:
     """Write ``fig`` to ``path`` (format from the extension, e.g. ``.png``); return the path.
 
-    Without an extension, ``.png`` is added (as matplotlib would) and the returned path has it.
+    The path is :func:`figure_path`'s (``.png`` added when it has no extension).
     """
-    path = Path(path)
-    if not os.path.splitext(path.name)[1].strip("."):
-        path = path.with_name(path.name.rstrip(".") + ".png")
-    if path.parent and not path.parent.exists():
-        raise FileNotFoundError(f"folder {str(path.parent)!r} of {str(path)!r} does not exist")
+    path = figure_path(path)
     fig.savefig(path, dpi=dpi)
     return path
 
