@@ -102,6 +102,42 @@ def test_a_tar_of_dot_lists_the_names_below_it(tmp_path):
     assert fs.cat_file(listing.member_path(root, "z.jpg")) == b"333"
 
 
+def _truncated_tgz(path) -> bytes:
+    with tarfile.open(path, "w:gz") as tf:
+        for member, data in _members().items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    data = path.read_bytes()
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("photos.zip", lambda p: b"not a zip", "is not a readable archive: File is not a zip file"),
+        ("photos.tar.gz", lambda p: b"junk", "is not a readable archive: Not a gzipped file"),
+        ("photos.tgz", _truncated_tgz, "is not a readable archive: Compressed file ended"),
+        ("photos.tar.xz", lambda p: b"junk", "is not a readable archive: "),
+        (
+            "photos.zip",
+            lambda p: zipfile.ZipFile(p, "w").close() or p.read_bytes(),
+            "no files in it",
+        ),
+    ],
+)
+def test_a_damaged_or_empty_archive_is_named_as_such(tmp_path, name, content, message):
+    """Not a traceback (a BadZipFile was an internal error), nor 'SRC does not exist'."""
+    from pupsnr_dask.cli import main
+
+    path = tmp_path / name
+    path.write_bytes(content(path))
+    with pytest.raises(ValueError, match=f"^SRC '{path}' .*{message}"):
+        listing.list_files(str(path))
+    assert main(["ingest", str(path), "-o", str(tmp_path / "out.zarr"), "-q"]) == 2
+    assert not (tmp_path / "out.zarr").exists()
+
+
 def test_canonical_src_is_absolute(tmp_path, monkeypatch):
     (tmp_path / "photos").mkdir()
     monkeypatch.chdir(tmp_path)

@@ -7,8 +7,11 @@ SRC is a folder, or an archive file (:data:`ARCHIVE_PROTOCOLS`: ``.zip``, ``.tar
 
 from __future__ import annotations
 
+import lzma
 import os
 import posixpath
+import tarfile
+import zipfile
 from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
@@ -80,10 +83,23 @@ def src_root(src: str, storage_options: dict[str, Any] | None = None) -> tuple[A
     if not url.startswith(tuple(f"{p}://::" for p in set(ARCHIVE_PROTOCOLS.values()))):
         fs, root = url_to_fs(url, storage_options)
         return fs, root.rstrip("/") or "/"
-    fs, _ = url_to_fs(url, archive_options(url, storage_options))
+    try:  # fsspec reads the archive's index now: a damaged archive fails here
+        fs, _ = url_to_fs(url, archive_options(url, storage_options))
+        members = fs.ls("", detail=False)
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        zipfile.BadZipFile,
+        tarfile.TarError,
+        lzma.LZMAError,
+    ) as err:
+        raise ValueError(f"SRC {src!r} is not a readable archive: {err}") from None
+    if not members:
+        raise ValueError(f"SRC {src!r} is an archive with no files in it")
     # ``tar -C DIR .`` (and shutil.make_archive) store members as ``./NAME``: the sources are
     # then the names below ``.``, as they would be for the folder DIR
-    return fs, "." if fs.ls("", detail=False) == ["."] else ""
+    return fs, "." if members == ["."] else ""
 
 
 def archive_options(url: str, storage_options: dict[str, Any] | None) -> StorageOptions:
