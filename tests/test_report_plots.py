@@ -122,6 +122,43 @@ def test_a_picture_format_matplotlib_cannot_write_is_refused_before_any_work(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", ["report --plot", "report --html", "grid", "advise"])
+def test_a_file_pupsnr_did_not_write_is_never_replaced_and_its_own_is(
+    command, images_store, results_store, tmp_path, capsys
+):
+    """A user's picture or page at the output path is refused (one line, exit 2, its bytes
+    kept); what pupsnr wrote there itself (a marked PNG, a page with its generator tag) is
+    replaced by a rerun."""
+    out = tmp_path / ("page.html" if command == "report --html" else "picture.png")
+    argv = {
+        "report --plot": ["report", str(results_store), "--plot", str(out), "-q"],
+        "report --html": ["report", str(results_store), "--html", str(out), "-q"],
+        "grid": ["grid", str(images_store), "--image", COFFEE, "-o", str(out)],
+        "advise": [
+            *("advise", str(results_store), "--output-psnr", "30", "--variant", "gray"),
+            *("--plot", str(out), "-q"),
+        ],
+    }[command]
+    mine = b"<html><body>my notes</body></html>" if out.suffix == ".html" else PNG_OF_MINE
+    out.write_bytes(mine)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pupsnr: error: {str(out)!r} exists and pupsnr did not write it")
+    assert err.count("\n") == 1
+    assert out.read_bytes() == mine
+    out.unlink()
+    assert main(argv) == 0  # written by pupsnr ...
+    out.write_bytes(out.read_bytes() + b"EDITED")  # still pupsnr's (bytes after PNG's end)
+    assert main(argv) == 0  # ... so a rerun replaces it
+    assert b"EDITED" not in out.read_bytes()
+
+
+#: A PNG of the user's own (made with Pillow: no pupsnr mark).
+PNG_OF_MINE = (lambda buf: (Image.new("RGB", (4, 4), "red").save(buf, "PNG"), buf.getvalue())[1])(
+    __import__("io").BytesIO()
+)
+
+
 def test_figure_path_adds_png_and_accepts_what_matplotlib_writes(tmp_path):
     assert plots.figure_path(tmp_path / "a") == tmp_path / "a.png"
     assert plots.figure_path(tmp_path / "a.PDF") == tmp_path / "a.PDF"

@@ -96,7 +96,11 @@ def report_cmd(
     if plot_file is not None:
         from pupsnr_dask.report.plots import figure_path  # matplotlib, only for a plot
 
-        figure_path(plot_file)  # a format matplotlib cannot write: refused before any work
+        figure_path(plot_file)  # a format matplotlib cannot write, or a user's file: refused
+    if html_file is not None:
+        from pupsnr_dask.report.html import check_html_output
+
+        check_html_output(html_file)  # a user's file there is never replaced
     # The table alone is read into NumPy and summarised with NumPy: dask.array is not
     # imported (0.35 s of an instant answer, issue 12; see query.Summary).
     lazy = plot_file is not None or html_file is not None

@@ -34,6 +34,7 @@ import importlib.resources
 import io
 import platform
 import re
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -517,6 +518,27 @@ def _ingest_items(results: xr.Dataset, images: xr.Dataset | None) -> list[tuple[
     return items
 
 
+#: In the head of every page :func:`write_html` writes: what lets a rerun replace it.
+GENERATOR = '<meta name="generator" content="pupsnr">'
+
+
+def check_html_output(output: str) -> None:
+    """Raise FileExistsError when a file is at ``output`` that :func:`write_html` did not write.
+
+    Such a file (a user's own page or notes) is never replaced; a page pupsnr wrote is.
+    """
+    path = Path(output)
+    if not path.exists() or path.is_dir():  # a folder: open() says so, as it did before
+        return
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if GENERATOR.encode() not in head:
+        raise FileExistsError(
+            f"{output!r} exists and pupsnr did not write it: not replaced (pupsnr replaces "
+            "only the HTML reports it wrote); remove it or choose another name"
+        )
+
+
 def write_html(
     results: str,
     output: str,
@@ -551,6 +573,7 @@ def write_html(
         progress=progress,
         metric=metric,
     )
+    check_html_output(output)
     with open(output, "w", encoding="utf-8") as f:
         f.write(page)
     return output, note

@@ -387,7 +387,8 @@ def figure_path(path: str | Path) -> Path:
     """Where :func:`save_figure` writes ``path``, checked before anything is drawn.
 
     Without an extension, ``.png`` is added (as matplotlib would). Raises FileNotFoundError
-    when its folder does not exist, ValueError when matplotlib cannot write its extension.
+    when its folder does not exist, ValueError when matplotlib cannot write its extension,
+    FileExistsError when a file is there that pupsnr did not write (a PNG it marked).
     """
     require_matplotlib()
     from matplotlib.backend_bases import FigureCanvasBase
@@ -401,7 +402,28 @@ def figure_path(path: str | Path) -> Path:
         raise ValueError(f"cannot draw a picture as {str(path)!r}: give a file ending in {known}")
     if path.parent and not path.parent.exists():
         raise FileNotFoundError(f"folder {str(path.parent)!r} of {str(path)!r} does not exist")
+    if path.exists() and not _written_by_pupsnr(path):
+        raise FileExistsError(
+            f"{str(path)!r} exists and pupsnr did not write it: not replaced (pupsnr replaces "
+            "only the PNG pictures it wrote); remove it or choose another name"
+        )
     return path
+
+
+#: The ``Software`` text of every PNG that :func:`save_figure` writes: what lets a rerun
+#: replace it, and nothing else.
+PNG_SOFTWARE = "pupsnr"
+
+
+def _written_by_pupsnr(path: Path) -> bool:
+    """True when ``path`` is a PNG that :func:`save_figure` wrote (its ``Software`` text)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.format == "PNG" and img.info.get("Software") == PNG_SOFTWARE
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
 
 
 def save_figure(fig: Any, path: str | Path, *, dpi: int = DEFAULT_DPI) -> Path:
@@ -410,7 +432,8 @@ def save_figure(fig: Any, path: str | Path, *, dpi: int = DEFAULT_DPI) -> Path:
     The path is :func:`figure_path`'s (``.png`` added when it has no extension).
     """
     path = figure_path(path)
-    fig.savefig(path, dpi=dpi)
+    png = path.suffix.lower() == ".png"
+    fig.savefig(path, dpi=dpi, **({"metadata": {"Software": PNG_SOFTWARE}} if png else {}))
     return path
 
 
