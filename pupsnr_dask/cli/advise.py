@@ -135,7 +135,8 @@ if TYPE_CHECKING:
     type=click.Path(dir_okay=False),
     default=None,
     metavar="FILE.png",
-    help="Also draw the output PSNR against the p_i curve.",
+    help="Also draw the output PSNR against the p_i curve (a file already there is replaced "
+    "only if pupsnr wrote it).",
 )
 @click.option(
     "--confidence",

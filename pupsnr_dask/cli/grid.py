@@ -22,7 +22,13 @@ if TYPE_CHECKING:
     metavar="SOURCE_OR_INDEX",
     help="The image: its index, its source path, or the end of the path (coffee.png).",
 )
-@click.option("-o", "--output", required=True, metavar="FILE.png", help="Picture to write.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    metavar="FILE.png",
+    help="Picture to write (a file already there is replaced only if pupsnr wrote it).",
+)
 @click.option(
     "--variants",
     default=",".join(DEFAULT_VARIANTS),

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     "plot_file",
     default=None,
     metavar="FILE.png",
-    help="Also draw PSNR against scale, with its spread, to FILE.png (needs matplotlib).",
+    help="Also draw PSNR against scale, with its spread, to FILE.png (needs matplotlib). A file "
+    "already there is replaced only if pupsnr wrote it.",
 )
 @click.option(
     "--html",
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     default=None,
     metavar="FILE.html",
     help="Also write one self-contained HTML page: tables, plots, best and worst images with "
-    "their PU grids, provenance.",
+    "their PU grids, provenance. A file already there is replaced only if pupsnr wrote it.",
 )
 @click.option(
     "--images",

@@ -272,6 +272,7 @@ def build_html(
     pictures = _pictures(images, cube, picks, progress) if images is not None else None
     names = (results_name, images_name)
     return tables.template("report.html.j2").render(
+        generator=Markup(GENERATOR),
         css=importlib.resources.files(__package__).joinpath("templates/report.css").read_text(),
         title=results_name or "results",
         n=cube.sizes[schema.IMAGE],
