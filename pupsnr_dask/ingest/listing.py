@@ -83,8 +83,9 @@ def src_root(src: str, storage_options: dict[str, Any] | None = None) -> tuple[A
     if not url.startswith(tuple(f"{p}://::" for p in set(ARCHIVE_PROTOCOLS.values()))):
         fs, root = url_to_fs(url, storage_options)
         return fs, root.rstrip("/") or "/"
+    options = archive_options(url, storage_options)  # ours: a ValueError here is a bug
     try:  # fsspec reads the archive's index now: a damaged archive fails here
-        fs, _ = url_to_fs(url, archive_options(url, storage_options))
+        fs, _ = url_to_fs(url, options)
         members = fs.ls("", detail=False)
     except (
         OSError,
